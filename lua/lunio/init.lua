@@ -1,0 +1,153 @@
+--- lunio: asyncio for Lua 5.4.
+--
+-- This module is the public face of lunio. The scheduler, tasks, futures,
+-- timers and the HTTP engine live in the C module `lunio.core`; this file
+-- binds them to the names of the API contract (docs/reference.md) and adds
+-- the few policies that read better in Lua. Submodules load on first use:
+-- `lunio.http`, `lunio.testing`, and the combinators and synchronisation
+-- primitives (`lunio.gather`, `lunio.TaskGroup`, `lunio.Queue`, ...).
+local core = require "lunio.core"
+
+local select, type, error, getmetatable = select, type, error, getmetatable
+local tostring = tostring
+
+local lunio = {
+  _VERSION = "lunio " .. core.version,
+  version = core.version,
+}
+
+local function is_callable(v)
+  if type(v) == "function" then return true end
+  local mt = getmetatable(v)
+  return type(mt) == "table" and mt.__call ~= nil
+end
+
+local function arg_error(n, fname, msg)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
+end
+
+---Runs `fn(...)` as the main task of the default loop and returns its
+---results. See docs/reference.md "Running".
+---@param fn function|table a callable
+---@return any ...
+function lunio.run(fn, ...)
+  if not is_callable(fn) then
+    arg_error(1, "run", "callable expected, got " .. type(fn))
+  end
+  return core.default_loop():run(fn, ...)
+end
+
+---Schedules `fn(...)` as a new Task; it starts on the next scheduler tick.
+---@param fn function|table a callable
+---@return lunio.Task
+lunio.create_task = core.spawn
+lunio.spawn = core.spawn
+
+---Suspends the current task for `seconds` (0: let every ready task run once)
+---and returns `value`.
+---@async
+lunio.sleep = core.sleep
+
+---Loop time in seconds (monotonic).
+lunio.now = core.now
+
+---The running Task, or nil outside tasks.
+lunio.current_task = core.current
+
+lunio.Future = core.Future
+lunio.new_loop = core.new_loop
+lunio.set_exception_handler = core.set_exception_handler
+
+---True when `err` is a lunio error (of the given kind, if any).
+lunio.is_error = core.is_error
+
+---Makes a lunio error table: `lunio.error("timeout", "too slow", {url=u})`.
+lunio.error = core.new_error
+
+---The running Loop; raises when no loop runs.
+function lunio.get_running_loop()
+  local loop = core.running_loop()
+  if not loop then error("no running loop", 2) end
+  return loop
+end
+
+---Tasks not yet done, on the running loop (or the default one).
+function lunio.all_tasks()
+  return (core.running_loop() or core.default_loop()):all_tasks()
+end
+
+---Versions of lunio, Lua, libuv and libcurl.
+function lunio.versions()
+  return {
+    lunio = core.version,
+    lua = _VERSION,
+    libuv = core.libuv_version,
+    libcurl = core.libcurl_version,
+  }
+end
+
+-- lunio.coroutine: the standard library, except that create/resume/wrap
+-- let awaits inside the coroutine suspend the whole task.
+local co_resume, co_create = core.coroutine.resume, core.coroutine.create
+local co_close = coroutine.close
+
+local function wrap(fn)
+  local co = co_create(fn)
+  local function finish(ok, ...)
+    if not ok then
+      local err = ...
+      co_close(co)
+      error(err, 0)
+    end
+    return ...
+  end
+  return function(...)
+    return finish(co_resume(co, ...))
+  end
+end
+
+lunio.coroutine = {
+  create = co_create,
+  resume = co_resume,
+  wrap = wrap,
+  yield = coroutine.yield,
+  status = coroutine.status,
+  running = coroutine.running,
+  isyieldable = coroutine.isyieldable,
+  close = coroutine.close,
+}
+
+-- Submodules and the Lua-level parts of the API, loaded on first use so
+-- that `require "lunio"` stays cheap.
+local lazy = {
+  http = function() return require "lunio.http" end,
+  testing = function() return require "lunio.testing" end,
+}
+local lazy_sets = { "lunio.sync", "lunio.combinators" }
+
+setmetatable(lunio, {
+  __index = function(t, k)
+    local load = lazy[k]
+    if load then
+      local v = load()
+      rawset(t, k, v)
+      return v
+    end
+    for i = 1, #lazy_sets do
+      local ok, mod = pcall(require, lazy_sets[i])
+      if ok and mod[k] ~= nil then
+        for name, v in pairs(mod) do
+          if rawget(t, name) == nil then rawset(t, name, v) end
+        end
+        return mod[k]
+      elseif not ok and not tostring(mod):find("module '" .. lazy_sets[i]
+        .. "' not found", 1, true) then
+        error(mod, 2)
+      end
+    end
+    return nil
+  end,
+})
+
+lunio.is_callable = is_callable
+return lunio
