@@ -114,7 +114,8 @@ struct lunio_loop {
   int pending_ref, waiters_ref, failed_ref, pool_ref, cancels_ref,
       handler_ref, watchdog_ref;
   unsigned running : 1, stopping : 1, closing : 1, closed : 1, awaited : 1,
-      interrupted : 1, virtual_time : 1, gc_stress : 1, signals : 1;
+      interrupted : 1, virtual_time : 1, gc_stress : 1, signals : 1,
+      in_uv : 1;
   void *http;             /* curl state of http.c, NULL until first use */
 };
 

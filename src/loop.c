@@ -103,6 +103,12 @@ void lunio__ready_push(lunio_loop *loop, lunio_task *t) {
     loop->ready_head = 0;
   }
   loop->ready[(loop->ready_head + loop->ready_len++) % loop->ready_cap] = t;
+  /* Work is ready: if this runs inside uv_run (a timer or I/O callback),
+   * make it return instead of blocking in poll. uv_run(ONCE) runs due
+   * timers before it computes the poll timeout, so without this a wake-up
+   * from a timer could be followed by an indefinite block. */
+  if (loop->in_uv)
+    uv_stop(&loop->uv);
 }
 
 static lunio_task *ready_pop(lunio_loop *loop) {
@@ -236,16 +242,24 @@ static void run_timers(lunio_loop *loop) {
   }
 }
 
+static void arm_timer(lunio_loop *loop);
+
 static void on_timer(uv_timer_t *timer) {
   lunio_loop *loop = timer->data;
   loop->armed = -1;
   run_timers(loop);
+  /* Re-arm for what is left: uv_run(ONCE) computes its poll timeout after
+   * running timers, so an unarmed timer here would block indefinitely. */
+  arm_timer(loop);
 }
 
-/* Arms the single uv timer at the earliest deadline, if it changed. */
+/* Arms the single uv timer at the earliest deadline, if it changed.
+ * libuv counts from its cached loop time (whole milliseconds, possibly
+ * stale), so the timeout is taken from that clock: the timer never fires
+ * before the deadline and at most about a millisecond after it. */
 static void arm_timer(lunio_loop *loop) {
   lunio_task *first = lunio__heap_peek(&loop->heap);
-  double delay;
+  double due_ms;
   if (first == NULL) {
     if (loop->armed >= 0) {
       uv_timer_stop(&loop->timer);
@@ -255,9 +269,10 @@ static void arm_timer(lunio_loop *loop) {
   }
   if (first->when == loop->armed)
     return;
-  delay = first->when - lunio__time(loop);
+  due_ms = (first->when - loop->vt_offset) * 1000.0 -
+           (double)uv_now(&loop->uv);
   uv_timer_start(&loop->timer, on_timer,
-                 delay <= 0 ? 0 : (uint64_t)ceil(delay * 1000.0), 0);
+                 due_ms <= 0 ? 0 : (uint64_t)ceil(due_ms), 0);
   loop->armed = first->when;
 }
 
@@ -460,6 +475,12 @@ static lunio_loop *new_loop(lua_State *L) {
   return loop;
 }
 
+static void run_uv(lunio_loop *loop, uv_run_mode mode) {
+  loop->in_uv = 1;
+  uv_run(&loop->uv, mode);
+  loop->in_uv = 0;
+}
+
 /* One scheduler tick: step what is ready, then one libuv pass. */
 static void tick(lua_State *L, lunio_loop *loop) {
   uint32_t n = loop->ready_len;
@@ -478,7 +499,7 @@ static void tick(lua_State *L, lunio_loop *loop) {
     double skip = lunio__heap_peek(&loop->heap)->when - lunio__time(loop);
     if (skip > 0)
       loop->vt_offset += skip;
-    uv_run(&loop->uv, UV_RUN_NOWAIT);
+    run_uv(loop, UV_RUN_NOWAIT);
   } else {
     /* Block in libuv only when nothing is ready and someone still waits:
      * the main task, or (while draining) any pending task. */
@@ -486,7 +507,7 @@ static void tick(lua_State *L, lunio_loop *loop) {
                 (loop->main ? !LUNIO_IS_DONE(loop->main)
                             : loop->npending > 0);
     arm_timer(loop);
-    uv_run(&loop->uv, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
+    run_uv(loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
   }
   run_timers(loop);
 }
@@ -539,6 +560,8 @@ static int drive(lua_State *L) {
     tick(L, loop);
   if (loop->stopping)
     return 0;
+  if (rs->main) /* run() hands its error to the caller */
+    rs->main->flags |= LUNIO_F_RETRIEVED;
   loop->main = NULL;
   cancel_all(L, loop);
   while (has_tasks(loop))
