@@ -39,6 +39,9 @@ static int resume_inner(lua_State *L, lua_State *co, int n) {
   LUNIO_TASK_OF(co) = t;
   lua_xmove(L, co, n);
   status = lua_resume(co, L, n, &nres);
+  /* Forget the task: a later plain coroutine.resume of co must not let
+   * an await inside it pass for the task's own. */
+  LUNIO_TASK_OF(co) = NULL;
   if (status == LUA_YIELD && t != NULL && t->loop->awaited) {
     /* An await inside co: suspend this coroutine too (keeping the mark
      * for whoever resumed us) and carry the wake values down later. */

@@ -63,7 +63,8 @@ enum {
   LUNIO_F_NORESULT = 1 << 8,    /* finished with zero results */
   LUNIO_F_FAILED = 1 << 9,      /* the body raised (set by the trampoline) */
   LUNIO_F_LUAPARK = 1 << 10,    /* parked by core.park(), wakeable by wake */
-  LUNIO_F_DELEGATE = 1 << 11    /* woken to pass a cancel to its target */
+  LUNIO_F_DELEGATE = 1 << 11,   /* woken to pass a cancel to its target */
+  LUNIO_F_DELEGATED = 1 << 12   /* passed its cancel to the awaited one */
 };
 
 /*
@@ -188,7 +189,10 @@ void lunio__wake(lua_State *L, lunio_task *t, int n, int error);
  * cancellation is already pending, calls on_cancel and raises at once. */
 int lunio__park_c(lua_State *L, lunio_task *t, lunio_cancel_fn on_cancel,
                   void *data, lua_KContext ctx, lua_KFunction k);
-/* In a continuation of lunio__park_c: raises the wake error, if any. */
+/* In a continuation of lunio__park_c: raises the cancellation error when
+ * the task was cancelled while parked (on_cancel ran) or after it was woken
+ * (on_cancel did not run: release what the finished operation holds before
+ * calling this). */
 void lunio__resumed(lua_State *L, lunio_task *t);
 /* The running task of L's loop, raising a clear error when L is not a
  * task's coroutine (main thread or a plain coroutine). */

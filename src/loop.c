@@ -271,6 +271,8 @@ static void arm_timer(lunio_loop *loop) {
     return;
   due_ms = (first->when - loop->vt_offset) * 1000.0 -
            (double)uv_now(&loop->uv);
+  if (due_ms > 1e15) /* "forever" (math.huge): about 30,000 years */
+    due_ms = 1e15;
   uv_timer_start(&loop->timer, on_timer,
                  due_ms <= 0 ? 0 : (uint64_t)ceil(due_ms), 0);
   loop->armed = first->when;
@@ -558,8 +560,9 @@ static int drive(lua_State *L) {
   lunio_loop *loop = rs->loop;
   while (rs->main && !LUNIO_IS_DONE(rs->main) && !loop->stopping)
     tick(L, loop);
-  if (loop->stopping)
-    return 0;
+  if (loop->stopping && !(rs->main && LUNIO_IS_DONE(rs->main)))
+    return 0; /* stop() before the main task finished: keep the rest */
+  loop->stopping = 0;
   if (rs->main) /* run() hands its error to the caller */
     rs->main->flags |= LUNIO_F_RETRIEVED;
   loop->main = NULL;

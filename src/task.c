@@ -64,8 +64,14 @@ static lunio_task *check_future(lua_State *L, int arg) {
 
 lunio_task *lunio__check_in_task(lua_State *L, const char *fname) {
   lunio_task *t = LUNIO_TASK_OF(L);
-  if (t != NULL && t->state == LUNIO_RUNNING)
+  if (t != NULL && t->state == LUNIO_RUNNING) {
+    if (!lua_isyieldable(L))
+      luaL_error(L, "'%s' cannot wait here: the task is inside a C function "
+                    "that does not allow yields (such as table.sort, a "
+                    "message handler or __gc)",
+                 fname);
     return t;
+  }
   if (lua_pushthread(L)) {
     luaL_error(L, "'%s' called outside a running task "
                   "(start one with lunio.run or lunio.create_task)",
@@ -80,27 +86,41 @@ lunio_task *lunio__check_in_task(lua_State *L, const char *fname) {
 
 /* ---- cancellation bookkeeping --------------------------------------- */
 
-/* cancels[task] holds the error of a requested, not yet delivered cancel. */
+/* cancels[task] lists the errors of cancellation requests not delivered
+ * yet (a list, so that withdrawing one request keeps the others). One
+ * delivery consumes them all; the first is the error raised. */
 static void store_cancel(lua_State *L, lunio_loop *loop, int ud) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, loop->cancels_ref);
   lua_pushvalue(L, ud);
+  if (lua_rawget(L, -2) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, ud);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+  }
   lua_pushvalue(L, -3);
-  lua_rawset(L, -3);
-  lua_pop(L, 2); /* table, error */
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  lua_pop(L, 3); /* list, table, error */
 }
 
-/* Pushes the stored cancel error of the task at ud (removing it when take). */
+/* Pushes the first pending cancel error of the task at ud (forgetting all
+ * of them when take). */
 static void push_cancel(lua_State *L, lunio_loop *loop, int ud, int take) {
   ud = lua_absindex(L, ud);
   lua_rawgeti(L, LUA_REGISTRYINDEX, loop->cancels_ref);
   lua_pushvalue(L, ud);
-  lua_rawget(L, -2);
+  if (lua_rawget(L, -2) == LUA_TTABLE)
+    lua_rawgeti(L, -1, 1);
+  else
+    lua_pushnil(L);
   if (take) {
     lua_pushvalue(L, ud);
     lua_pushnil(L);
-    lua_rawset(L, -4);
+    lua_rawset(L, -5);
   }
-  lua_remove(L, -2);
+  lua_replace(L, -3);
+  lua_pop(L, 1);
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
     lunio__error_new(L, "cancelled", "task cancelled");
@@ -114,6 +134,12 @@ static int deliver_cancel(lua_State *L, lunio_task *t) {
   push_cancel(L, t->loop, -1, 1);
   return lua_error(L);
 }
+
+/* A cancellation requested after the task was woken is raised where it
+ * resumes, as asyncio does: the await that was about to return fails. */
+#define CANCEL_AT_RESUME(t)                                                   \
+  (((t)->flags & (LUNIO_F_MUST_CANCEL | LUNIO_F_DELEGATE)) ==                 \
+   LUNIO_F_MUST_CANCEL)
 
 /* ---- results -------------------------------------------------------- */
 
@@ -172,6 +198,12 @@ void lunio__report_task(lua_State *L, lunio_loop *loop, int idx) {
   if (lua_type(L, -1) == LUA_TTABLE) {
     lua_getfield(L, -1, "traceback");
     lua_setfield(L, -3, "traceback");
+  } else if (lua_type(L, -1) == LUA_TSTRING) {
+    const char *tb = strstr(lua_tostring(L, -1), "stack traceback:");
+    if (tb != NULL) {
+      lua_pushstring(L, tb);
+      lua_setfield(L, -3, "traceback");
+    }
   }
   lua_setfield(L, -2, "error");
   lua_pushvalue(L, idx);
@@ -460,6 +492,8 @@ void lunio__resumed(lua_State *L, lunio_task *t) {
     t->flags &= ~LUNIO_F_WAKE_ERROR;
     lua_error(L); /* the single wake value is the error */
   }
+  if (CANCEL_AT_RESUME(t))
+    deliver_cancel(L, t);
 }
 
 int lunio__cancel(lua_State *L, int idx) {
@@ -475,8 +509,8 @@ int lunio__cancel(lua_State *L, int idx) {
     lunio__finish(L, t, LUNIO_DONE_CANCELLED, 1);
     return 1;
   }
-  if (t->flags & LUNIO_F_MUST_CANCEL) { /* already requested */
-    lua_pop(L, 1);
+  if (t->flags & LUNIO_F_MUST_CANCEL) { /* already requested: keep it */
+    store_cancel(L, t->loop, ud);
     return 1;
   }
   if (t->state != LUNIO_SUSPENDED) { /* new, ready or running */
@@ -559,9 +593,11 @@ static int core_spawn(lua_State *L) {
 }
 
 static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
+  lunio_task *t = LUNIO_TASK_OF(L);
   (void)status;
   (void)ctx;
-  lunio__resumed(L, LUNIO_TASK_OF(L));
+  if (t->flags & (LUNIO_F_WAKE_ERROR | LUNIO_F_MUST_CANCEL))
+    lunio__resumed(L, t);
   lua_settop(L, 2);
   return 1;
 }
@@ -600,6 +636,15 @@ static int park_k(lua_State *L, int status, lua_KContext ctx) {
     t->flags &= ~LUNIO_F_WAKE_ERROR;
     lua_pushboolean(L, 0);
     lua_insert(L, -2);
+    return 2;
+  }
+  if (CANCEL_AT_RESUME(t)) { /* woken, then cancelled before resuming */
+    t->flags &= ~LUNIO_F_MUST_CANCEL;
+    lua_settop(L, 0);
+    lua_pushboolean(L, 0);
+    lunio__push_anchored(L, t->loop, t);
+    push_cancel(L, t->loop, -1, 1);
+    lua_remove(L, -2);
     return 2;
   }
   lua_pushboolean(L, 1);
@@ -661,18 +706,54 @@ static int core_cancel_with(lua_State *L) {
   return 1;
 }
 
-/* uncancel(task) -> boolean: withdraw a requested cancellation that has
- * not been delivered yet (a timeout scope exiting before its cancellation
- * reached an await point). */
+/* uncancel(task [, err]) -> boolean: withdraw a requested cancellation that
+ * has not been delivered yet: the one made with err (rawequal), or the
+ * first. Other pending requests stay (asyncio's uncancel). */
 static int core_uncancel(lua_State *L) {
   lunio_task *t = check_task(L, 1);
+  int i, n, found = 0;
   if (!(t->flags & LUNIO_F_MUST_CANCEL) || (t->flags & LUNIO_F_DELEGATE)) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  t->flags &= ~LUNIO_F_MUST_CANCEL;
-  push_cancel(L, t->loop, 1, 1);
-  lua_pushboolean(L, 1);
+  lua_settop(L, 2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->loop->cancels_ref);
+  lua_pushvalue(L, 1);
+  if (lua_rawget(L, -2) != LUA_TTABLE) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  n = (int)lua_rawlen(L, -1);
+  for (i = 1; i <= n && !found; i++) {
+    lua_rawgeti(L, -1, i);
+    found = lua_isnil(L, 2) || lua_rawequal(L, -1, 2);
+    lua_pop(L, 1);
+  }
+  if (found) { /* shift the rest down over entry i - 1 */
+    for (i = i - 1; i < n; i++) {
+      lua_rawgeti(L, -1, i + 1);
+      lua_rawseti(L, -2, i);
+    }
+    lua_pushnil(L);
+    lua_rawseti(L, -2, n);
+    if (n == 1) {
+      t->flags &= ~LUNIO_F_MUST_CANCEL;
+      lua_pushvalue(L, 1);
+      lua_pushnil(L);
+      lua_rawset(L, -4);
+    }
+  }
+  lua_pushboolean(L, found);
+  return 1;
+}
+
+/* pending_cancel(task) -> the error of a requested, undelivered
+ * cancellation, or nil */
+static int core_pending_cancel(lua_State *L) {
+  lunio_task *t = check_task(L, 1);
+  if (!(t->flags & LUNIO_F_MUST_CANCEL))
+    return 0;
+  push_cancel(L, t->loop, 1, 0);
   return 1;
 }
 
@@ -701,8 +782,13 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
   lunio_task *t = LUNIO_TASK_OF(L), *target = lua_touserdata(L, 1);
   (void)status;
   (void)ctx;
+  if (t->flags & LUNIO_F_WAKE_ERROR) { /* cancelled directly */
+    t->flags &= ~(LUNIO_F_WAKE_ERROR | LUNIO_F_DELEGATED);
+    return lua_error(L);
+  }
   if (t->flags & LUNIO_F_DELEGATE) {
     t->flags &= ~LUNIO_F_DELEGATE;
+    t->flags |= LUNIO_F_DELEGATED;
     lua_settop(L, 1);
     lunio__push_anchored(L, t->loop, t);
     push_cancel(L, t->loop, -1, 0);
@@ -715,13 +801,20 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
       return lua_yieldk(L, 0, 0, await_k);
     }
   }
-  lunio__resumed(L, t);
   lua_settop(L, 1);
-  if ((t->flags & LUNIO_F_MUST_CANCEL) &&
-      target->state == LUNIO_DONE_CANCELLED) {
-    target->flags |= LUNIO_F_RETRIEVED;
-    return deliver_cancel(L, t);
+  if (t->flags & LUNIO_F_MUST_CANCEL) {
+    /* Cancelled while awaiting: our own cancellation is raised, unless the
+     * target swallowed the cancel we passed on and returned normally; then
+     * its results are returned and ours waits for the next await. */
+    int swallowed = (t->flags & LUNIO_F_DELEGATED) &&
+                    target->state == LUNIO_DONE_OK;
+    t->flags &= ~LUNIO_F_DELEGATED;
+    if (!swallowed) {
+      target->flags |= LUNIO_F_RETRIEVED;
+      return deliver_cancel(L, t);
+    }
   }
+  t->flags &= ~LUNIO_F_DELEGATED;
   return lunio__push_results(L, 1);
 }
 
@@ -973,6 +1066,7 @@ int luaopen_lunio_task(lua_State *L) {
                                    {"current", core_current},
                                    {"cancel_with", core_cancel_with},
                                    {"uncancel", core_uncancel},
+                                   {"pending_cancel", core_pending_cancel},
                                    {"now", core_now},
                                    {"Future", core_future},
                                    {NULL, NULL}};
