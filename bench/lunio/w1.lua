@@ -1,0 +1,23 @@
+-- W1 spawn on lunio: N tasks that each return a number at once; await
+-- all; sum.   usage: lua5.4 bench/lunio/w1.lua [N]
+-- (bench/run sets LUA_PATH/LUA_CPATH to the repo's lua/ and build/.)
+local dir = (arg and arg[0] or ""):match("^(.*)/") or "."
+package.path = dir .. "/../lib/?.lua;" .. package.path
+local util = require "util"
+local lunio = require "lunio"
+
+local N = util.arg_int(1, 200000)
+local create_task = lunio.create_task
+local function child(i) return i end
+
+lunio.run(function()
+  local t0 = util.now()
+  local tasks = {}
+  for i = 1, N do tasks[i] = create_task(child, i) end
+  local sum = 0
+  for i = 1, N do sum = sum + tasks[i]:await() end
+  local elapsed = util.now() - t0
+  assert(sum == N * (N + 1) // 2, "bad sum")
+  util.result({ "tasks_per_s", N / elapsed }, { "elapsed_s", elapsed },
+    { "tasks", N }, { "sum", sum })
+end)

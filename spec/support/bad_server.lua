@@ -1,0 +1,77 @@
+--- Wrapper for spec/support/bad_server.py (plain Lua 5.4, no lunio needed).
+--
+--   local bad = require("support.bad_server").start()
+--   -- http://127.0.0.1:<bad.port>/ announces Content-Length: 100000,
+--   -- sends 1000 bytes and closes the connection
+--   bad:stop()
+local M = {}
+
+M.announced = 100000
+M.sent = 1000
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function here()
+  local src = debug.getinfo(1, "S").source
+  local path = src:sub(1, 1) == "@" and src:sub(2) or "spec/support/bad_server.lua"
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
+local Server = {}
+Server.__index = Server
+
+function Server:url(path)
+  return string.format("http://127.0.0.1:%d%s", self.port, path or "/")
+end
+
+function Server:stop()
+  if self.stopped then return end
+  self.stopped = true
+  os.execute(string.format("kill %d 2>/dev/null", self.pid))
+  for _ = 1, 100 do
+    if not os.execute(string.format("kill -0 %d 2>/dev/null", self.pid)) then
+      break
+    end
+    os.execute("sleep 0.02")
+  end
+  os.execute(string.format("kill -9 %d 2>/dev/null", self.pid))
+  os.remove(self.port_file)
+end
+
+Server.__close = Server.stop
+Server.__gc = Server.stop
+
+--- Starts the server; returns an object with `.port`, `.pid`, `:url()`,
+--- `:stop()`.
+function M.start()
+  local script = here() .. "/bad_server.py"
+  local port_file = os.tmpname()
+  local cmd = string.format(
+    "/usr/bin/python3 %s >%s 2>&1 </dev/null & echo $!",
+    shell_quote(script), shell_quote(port_file))
+  local p = assert(io.popen(cmd))
+  local pid = tonumber(p:read("l"))
+  p:close()
+  assert(pid, "could not start bad_server.py")
+  local port
+  for _ = 1, 250 do
+    local f = io.open(port_file, "r")
+    if f then
+      port = tonumber(f:read("l") or "")
+      f:close()
+    end
+    if port then break end
+    os.execute("sleep 0.02")
+  end
+  local srv = setmetatable({ pid = pid, port = port, port_file = port_file },
+    Server)
+  if not port then
+    srv:stop()
+    error("bad_server.py did not report its port", 2)
+  end
+  return srv
+end
+
+return M
