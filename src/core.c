@@ -30,6 +30,12 @@ static int core_open_fds(lua_State *L) {
 
 LUNIO_API int luaopen_lunio_core(lua_State *L) {
   luaL_checkversion(L);
+  /* Lua leaves the main thread's extra space uninitialised and every new
+   * coroutine copies it: zero it so coroutines created from now on start
+   * with no task (lunio__task_of still guards older ones). */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  LUNIO_TASK_OF(lua_tothread(L, -1)) = NULL;
+  lua_pop(L, 1);
   lua_newtable(L);
   luaopen_lunio_errors(L);
   luaopen_lunio_loop(L);

@@ -24,7 +24,7 @@ static int resume_k(lua_State *L, int status, lua_KContext ctx);
 
 /* Resumes co with the n values at the top of L. */
 static int resume_inner(lua_State *L, lua_State *co, int n) {
-  lunio_task *t = LUNIO_TASK_OF(L);
+  lunio_task *t = lunio__task_of(L);
   int status, nres;
   if (lua_status(co) == LUA_OK && lua_gettop(co) == 0) {
     lua_pushboolean(L, 0);

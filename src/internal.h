@@ -122,7 +122,7 @@ struct lunio_loop {
 
 /* ---- loop.c ---------------------------------------------------------- */
 
-/* The loop running in this Lua state, or NULL. */
+/* The loop running in this Lua state, or NULL (one registry lookup). */
 lunio_loop *lunio__running_loop(lua_State *L);
 /* The default loop of this Lua state (created on first use). */
 lunio_loop *lunio__default_loop(lua_State *L);
@@ -218,6 +218,10 @@ int luaopen_lunio_errors(lua_State *L);
 /* The task a coroutine works for, kept in its LUA_EXTRASPACE (NULL in the
  * main thread and in plain coroutines). */
 #define LUNIO_TASK_OF(co) (*(lunio_task **)lua_getextraspace(co))
+/* The task L works for, validated: the extra space is trusted only when it
+ * names the task the running loop is stepping (threads created before lunio
+ * was loaded may hold garbage there). NULL outside tasks. */
+lunio_task *lunio__task_of(lua_State *L);
 void lunio__open_coroutine(lua_State *L); /* pushes the lunio.coroutine table */
 
 /* ---- http.c ---------------------------------------------------------- */

@@ -24,6 +24,9 @@
 #include "internal.h"
 
 static const char state_key = 'S';
+/* Registry slot with the running loop as a light userdata: the fast path
+ * of lunio__running_loop, taken by every await. */
+static const char running_key = 'R';
 
 /* ---- module state ---------------------------------------------------- */
 
@@ -47,9 +50,20 @@ static lunio_loop *push_state_loop(lua_State *L, const char *field) {
 }
 
 lunio_loop *lunio__running_loop(lua_State *L) {
-  lunio_loop *loop = push_state_loop(L, "running");
+  lunio_loop *loop;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &running_key);
+  loop = lua_touserdata(L, -1);
   lua_pop(L, 1);
   return loop;
+}
+
+lunio_task *lunio__task_of(lua_State *L) {
+  lunio_task *t = LUNIO_TASK_OF(L);
+  lunio_loop *loop;
+  if (t == NULL)
+    return NULL;
+  loop = lunio__running_loop(L);
+  return loop != NULL && loop->current == t ? t : NULL;
 }
 
 static lunio_loop *new_loop(lua_State *L);
@@ -580,6 +594,8 @@ static void enter(lua_State *L, lunio_loop *loop, int ud) {
   lua_pushvalue(L, ud);
   lua_setfield(L, -2, "running");
   lua_pop(L, 1);
+  lua_pushlightuserdata(L, loop);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &running_key);
   loop->L = L;
   loop->running = 1;
   loop->stopping = 0;
@@ -593,6 +609,8 @@ static void leave(lua_State *L, lunio_loop *loop) {
   lua_pushnil(L);
   lua_setfield(L, -2, "running");
   lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &running_key);
   uv_signal_stop(&loop->sigint);
   loop->running = 0;
   loop->stopping = 0;

@@ -26,17 +26,16 @@
 static const char names_key = 'N';
 
 #define POOL_MAX 256
+#define INLINE_ARGS 3 /* task arguments kept in user values */
+
+/* Every Task/Future metatable holds this key, so recognising one costs a
+ * metatable fetch and one raw lookup (this is on the path of every await). */
+static const char awaitable_key = 'A';
 
 static lunio_task *to_awaitable(lua_State *L, int idx) {
   lunio_task *t = lua_touserdata(L, idx);
   if (t != NULL && lua_getmetatable(L, idx)) {
-    int ok;
-    lua_getfield(L, -1, "__name");
-    ok = lua_type(L, -1) == LUA_TSTRING &&
-         strncmp(lua_tostring(L, -1), "lunio.", 6) == 0 &&
-         (strcmp(lua_tostring(L, -1) + 6, "Task") == 0 ||
-          strcmp(lua_tostring(L, -1) + 6, "Task.failed") == 0 ||
-          strcmp(lua_tostring(L, -1) + 6, "Future") == 0);
+    int ok = lua_rawgetp(L, -1, &awaitable_key) != LUA_TNIL;
     lua_pop(L, 2);
     if (ok)
       return t;
@@ -63,8 +62,8 @@ static lunio_task *check_future(lua_State *L, int arg) {
 }
 
 lunio_task *lunio__check_in_task(lua_State *L, const char *fname) {
-  lunio_task *t = LUNIO_TASK_OF(L);
-  if (t != NULL && t->state == LUNIO_RUNNING) {
+  lunio_task *t = lunio__task_of(L);
+  if (t != NULL) {
     if (!lua_isyieldable(L))
       luaL_error(L, "'%s' cannot wait here: the task is inside a C function "
                     "that does not allow yields (such as table.sort, a "
@@ -385,9 +384,10 @@ void lunio__step(lua_State *L, lunio_loop *loop, lunio_task *t) {
     co = pool_take(L, loop);
     LUNIO_TASK_OF(co) = t;
     lua_pushcfunction(co, task_body);
-    lua_getiuservalue(L, ud, 1);
     if (t->flags & LUNIO_F_MULTI) {
-      int i, tbl = lua_gettop(L);
+      int i, tbl;
+      lua_getiuservalue(L, ud, 1);
+      tbl = lua_gettop(L);
       lua_getfield(L, tbl, "n");
       nargs = (int)lua_tointeger(L, -1);
       lua_pop(L, 1);
@@ -399,8 +399,17 @@ void lunio__step(lua_State *L, lunio_loop *loop, lunio_task *t) {
       lua_pop(L, 1);
       t->flags &= ~LUNIO_F_MULTI;
     } else {
-      lua_xmove(L, co, 1);
-      nargs = 1;
+      int i;
+      nargs = t->nwake;
+      for (i = 1; i <= nargs; i++) {
+        lua_getiuservalue(L, ud, i);
+        lua_xmove(L, co, 1);
+      }
+      for (i = 2; i <= nargs; i++) { /* release the arguments */
+        lua_pushnil(L);
+        lua_setiuservalue(L, ud, i);
+      }
+      t->nwake = 0;
     }
     lua_setiuservalue(L, ud, 1); /* the coroutine replaces the callable */
     t->co = co;
@@ -539,16 +548,23 @@ lunio_task *lunio__spawn(lua_State *L, lunio_loop *loop, int nargs) {
   lunio_task *t;
   if (loop->closing || loop->closed)
     lunio__error_raise(L, "closed", "the loop is closed");
-  t = lua_newuserdatauv(L, sizeof *t, 1);
+  /* A few arguments ride in extra user values (no table to allocate);
+   * more are packed into a table {fn, args..., n = count}. */
+  t = lua_newuserdatauv(L, sizeof *t, nargs <= INLINE_ARGS ? nargs + 1 : 1);
   memset(t, 0, sizeof *t);
   t->loop = loop;
   t->kind = LUNIO_KIND_TASK;
   t->state = LUNIO_NEW;
   t->id = ++loop->next_id;
   luaL_setmetatable(L, LUNIO_TASK_MT);
-  if (nargs == 0)
-    lua_pushvalue(L, fn);
-  else {
+  if (nargs <= INLINE_ARGS) {
+    int i;
+    for (i = nargs; i >= 0; i--) {
+      lua_pushvalue(L, fn + i);
+      lua_setiuservalue(L, -2, i + 1);
+    }
+    t->nwake = (uint16_t)(nargs + 1);
+  } else {
     int i;
     lua_createtable(L, nargs + 1, 1);
     for (i = 0; i <= nargs; i++) {
@@ -558,8 +574,8 @@ lunio_task *lunio__spawn(lua_State *L, lunio_loop *loop, int nargs) {
     lua_pushinteger(L, nargs + 1);
     lua_setfield(L, -2, "n");
     t->flags |= LUNIO_F_MULTI;
+    lua_setiuservalue(L, -2, 1);
   }
-  lua_setiuservalue(L, -2, 1);
   lunio__anchor(L, loop, -1, t);
   lunio__ready_push(loop, t);
   lua_replace(L, fn);
@@ -577,9 +593,9 @@ static void check_callable(lua_State *L, int idx) {
 
 /* The loop new work goes to: the running one, else the default one. */
 static lunio_loop *target_loop(lua_State *L) {
-  lunio_task *t = LUNIO_TASK_OF(L);
+  lunio_task *t = lunio__task_of(L);
   lunio_loop *loop;
-  if (t != NULL && t->state == LUNIO_RUNNING)
+  if (t != NULL)
     return t->loop;
   loop = lunio__running_loop(L);
   return loop ? loop : lunio__default_loop(L);
@@ -689,8 +705,8 @@ static int core_wake(lua_State *L) {
 
 /* current() -> the running Task or nil */
 static int core_current(lua_State *L) {
-  lunio_task *t = LUNIO_TASK_OF(L);
-  if (t == NULL || t->state != LUNIO_RUNNING)
+  lunio_task *t = lunio__task_of(L);
+  if (t == NULL)
     return 0;
   lunio__push_anchored(L, t->loop, t);
   return 1;
@@ -994,15 +1010,13 @@ static int task_state(lua_State *L) {
   return 1;
 }
 
-/* __index: methods, plus the computed field `name` */
+/* __index: methods (upvalue 1), plus the computed field `name` (the
+ * string is upvalue 2, so the check is a pointer comparison). */
 static int task_index(lua_State *L) {
-  const char *key = lua_tostring(L, 2);
-  if (key != NULL && strcmp(key, "name") == 0) {
-    push_name(L, 1);
-    return 1;
-  }
   lua_pushvalue(L, 2);
-  lua_rawget(L, lua_upvalueindex(1));
+  if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TNIL &&
+      lua_rawequal(L, 2, lua_upvalueindex(2)))
+    push_name(L, 1);
   return 1;
 }
 
@@ -1030,8 +1044,11 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *common,
   lua_newtable(L);
   luaL_setfuncs(L, common, 0);
   luaL_setfuncs(L, own, 0);
-  lua_pushcclosure(L, task_index, 1);
+  lua_pushliteral(L, "name");
+  lua_pushcclosure(L, task_index, 2);
   lua_setfield(L, -2, "__index");
+  lua_pushboolean(L, 1);
+  lua_rawsetp(L, -2, &awaitable_key);
   lua_pushcfunction(L, task_tostring);
   lua_setfield(L, -2, "__tostring");
   if (gc) {
