@@ -103,6 +103,7 @@ struct lunio_loop {
   lua_State *L;           /* the thread that called run() */
   lunio_task **ready;     /* ring buffer of tasks/handles to step */
   uint32_t ready_head, ready_len, ready_cap;
+  uint32_t budget;        /* entries the current tick may still step */
   lunio_heap heap;
   lunio_task *current;    /* task being stepped, or NULL */
   lunio_task *main;       /* main task of the current run() */
@@ -132,6 +133,8 @@ uv_loop_t *lunio__uv(lunio_loop *loop);
 double lunio__time(lunio_loop *loop);
 /* The task currently executing on loop, or NULL. */
 lunio_task *lunio__current(lunio_loop *loop);
+/* Pop the ready queue's front (the queue must not be empty). */
+lunio_task *lunio__ready_pop(lunio_loop *loop);
 /* Append t to the ready queue (t must be anchored). */
 void lunio__ready_push(lunio_loop *loop, lunio_task *t);
 /* Schedule the callable below nargs values at the top as a handle (popped
@@ -172,8 +175,11 @@ lunio_task *lunio__check_awaitable(lua_State *L, int arg);
 /* Create a task running the callable at fn_idx with nargs values above
  * it; pops them and pushes the Task. */
 lunio_task *lunio__spawn(lua_State *L, lunio_loop *loop, int nargs);
-/* Run one scheduler step of t (start or resume); called by the loop. */
+/* Resume the woken task t; called by the loop. */
 void lunio__step(lua_State *L, lunio_loop *loop, lunio_task *t);
+/* Start the new tasks at the front of the ready queue (within the tick's
+ * budget) in a runner coroutine; called by the loop. */
+void lunio__run_new(lua_State *L, lunio_loop *loop);
 /* Request cancellation of the task/future whose userdata is at idx, with
  * the error at the top (popped); returns 1 when taken, 0 when done. */
 int lunio__cancel(lua_State *L, int idx);

@@ -125,7 +125,7 @@ void lunio__ready_push(lunio_loop *loop, lunio_task *t) {
     uv_stop(&loop->uv);
 }
 
-static lunio_task *ready_pop(lunio_loop *loop) {
+lunio_task *lunio__ready_pop(lunio_loop *loop) {
   lunio_task *t = loop->ready[loop->ready_head];
   loop->ready_head = (loop->ready_head + 1) % loop->ready_cap;
   loop->ready_len--;
@@ -499,13 +499,21 @@ static void run_uv(lunio_loop *loop, uv_run_mode mode) {
 
 /* One scheduler tick: step what is ready, then one libuv pass. */
 static void tick(lua_State *L, lunio_loop *loop) {
-  uint32_t n = loop->ready_len;
-  while (n-- > 0) {
-    lunio_task *t = ready_pop(loop);
-    if (t->kind == LUNIO_KIND_HANDLE)
-      run_handle(L, loop, t);
-    else
-      lunio__step(L, loop, t);
+  /* Only what was ready when the tick began runs in it: work readied
+   * during the tick waits for the next one, after a pass of libuv. */
+  loop->budget = loop->ready_len;
+  while (loop->budget > 0) {
+    lunio_task *t = loop->ready[loop->ready_head];
+    if (t->kind == LUNIO_KIND_TASK && t->state == LUNIO_NEW)
+      lunio__run_new(L, loop); /* starts this one and the new ones after */
+    else {
+      lunio__ready_pop(loop);
+      loop->budget--;
+      if (t->kind == LUNIO_KIND_HANDLE)
+        run_handle(L, loop, t);
+      else
+        lunio__step(L, loop, t);
+    }
     if (loop->gc_stress)
       lua_gc(L, LUA_GCSTEP, 0);
   }

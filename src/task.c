@@ -319,23 +319,94 @@ static int task_msgh(lua_State *co) {
   return 1;
 }
 
-static int task_body_k(lua_State *co, int status, lua_KContext ctx) {
-  (void)ctx;
-  if (status != LUA_OK && status != LUA_YIELD) {
-    LUNIO_TASK_OF(co)->flags |= LUNIO_F_FAILED;
-    return 1;
-  }
-  return lua_gettop(co) - 1; /* results above the message handler */
+/* Pops the ready queue's front when it is a task that has not started. */
+static lunio_task *next_new_task(lunio_loop *loop) {
+  lunio_task *t;
+  if (loop->budget == 0 || loop->ready_len == 0)
+    return NULL;
+  t = loop->ready[loop->ready_head];
+  if (t->kind != LUNIO_KIND_TASK || t->state != LUNIO_NEW)
+    return NULL;
+  loop->budget--;
+  return lunio__ready_pop(loop);
 }
 
-/* First function of every task coroutine: body(fn, ...) under pcall. */
-static int task_body(lua_State *co) {
-  int n = lua_gettop(co);
-  lua_pushcfunction(co, task_msgh);
-  lua_insert(co, 1);
-  return task_body_k(co, lua_pcallk(co, n - 1, LUA_MULTRET, 1, 0, task_body_k),
-                     0);
+/* After a body returned (status OK) or raised: stack is [loop, task,
+ * msgh, results... | error]. Resolves the task, leaves [loop]. */
+static void body_done(lua_State *co, lunio_task *t, int status) {
+  lunio_loop *loop = t->loop;
+  int failed = status != LUA_OK && status != LUA_YIELD;
+  lua_remove(co, 3); /* the message handler */
+  loop->current = NULL;
+  LUNIO_TASK_OF(co) = NULL;
+  if (failed && lunio__is_error(co, -1, "cancelled"))
+    lunio__finish(co, t, LUNIO_DONE_CANCELLED, 1);
+  else
+    lunio__finish(co, t, failed ? LUNIO_DONE_ERROR : LUNIO_DONE_OK,
+                  lua_gettop(co) - 2);
+  lua_settop(co, 1);
 }
+
+static int runner_k(lua_State *co, int status, lua_KContext ctx);
+
+/* Runs the bodies of the new tasks at the front of the ready queue, one
+ * after the other, each under lua_pcallk. A body that awaits suspends this
+ * coroutine, which then belongs to that task; the scheduler starts another
+ * runner for the rest. When that task is resumed and its body returns,
+ * runner_k resolves it and carries on with new tasks, if any are due. */
+static int runner_next(lua_State *co) {
+  lunio_loop *loop = lua_touserdata(co, 1);
+  lunio_task *t;
+  while ((t = next_new_task(loop)) != NULL) {
+    int nargs, status;
+    lunio__push_anchored(co, loop, t); /* index 2 */
+    if (t->flags & LUNIO_F_MUST_CANCEL) { /* cancelled before it ran */
+      t->flags &= ~LUNIO_F_MUST_CANCEL;
+      push_cancel(co, loop, 2, 1);
+      lunio__finish(co, t, LUNIO_DONE_CANCELLED, 1);
+      lua_settop(co, 1);
+      continue;
+    }
+    lua_pushcfunction(co, task_msgh); /* index 3 */
+    if (t->flags & LUNIO_F_MULTI) {
+      int i;
+      lua_getiuservalue(co, 2, 1);
+      lua_getfield(co, 4, "n");
+      nargs = (int)lua_tointeger(co, -1);
+      lua_pop(co, 1);
+      luaL_checkstack(co, nargs + LUA_MINSTACK, "too many arguments");
+      for (i = 1; i <= nargs; i++)
+        lua_rawgeti(co, 4, i);
+      lua_remove(co, 4);
+      t->flags &= ~LUNIO_F_MULTI;
+    } else {
+      int i;
+      nargs = t->nwake;
+      for (i = 1; i <= nargs; i++)
+        lua_getiuservalue(co, 2, i);
+      for (i = 2; i <= nargs; i++) { /* release the arguments */
+        lua_pushnil(co);
+        lua_setiuservalue(co, 2, i);
+      }
+      t->nwake = 0;
+    }
+    t->state = LUNIO_RUNNING;
+    t->co = co;
+    loop->current = t;
+    LUNIO_TASK_OF(co) = t;
+    status = lua_pcallk(co, nargs - 1, LUA_MULTRET, 3, 0, runner_k);
+    body_done(co, t, status);
+  }
+  return 0;
+}
+
+static int runner_k(lua_State *co, int status, lua_KContext ctx) {
+  (void)ctx;
+  body_done(co, LUNIO_TASK_OF(co), status);
+  return runner_next(co);
+}
+
+static int runner(lua_State *co) { return runner_next(co); }
 
 static void reset_thread(lua_State *co, lua_State *from) {
 #if LUA_VERSION_RELEASE_NUM >= 50406
@@ -369,96 +440,64 @@ static void pool_put(lua_State *L, lunio_loop *loop) {
   lua_pop(L, 1);
 }
 
-void lunio__step(lua_State *L, lunio_loop *loop, lunio_task *t) {
-  lua_State *co;
-  int nargs, nres, status, ud;
-  lunio__push_anchored(L, loop, t);
-  ud = lua_gettop(L);
-  if (t->state == LUNIO_NEW) {
-    if (t->flags & LUNIO_F_MUST_CANCEL) { /* cancelled before it ran */
-      t->flags &= ~LUNIO_F_MUST_CANCEL;
-      push_cancel(L, loop, ud, 1);
-      lunio__finish(L, t, LUNIO_DONE_CANCELLED, 1);
-      return;
-    }
-    co = pool_take(L, loop);
-    LUNIO_TASK_OF(co) = t;
-    lua_pushcfunction(co, task_body);
-    if (t->flags & LUNIO_F_MULTI) {
-      int i, tbl;
-      lua_getiuservalue(L, ud, 1);
-      tbl = lua_gettop(L);
-      lua_getfield(L, tbl, "n");
-      nargs = (int)lua_tointeger(L, -1);
-      lua_pop(L, 1);
-      luaL_checkstack(co, nargs + LUA_MINSTACK, "too many arguments");
-      for (i = 1; i <= nargs; i++) {
-        lua_rawgeti(L, tbl, i);
-        lua_xmove(L, co, 1);
-      }
-      lua_pop(L, 1);
-      t->flags &= ~LUNIO_F_MULTI;
-    } else {
-      int i;
-      nargs = t->nwake;
-      for (i = 1; i <= nargs; i++) {
-        lua_getiuservalue(L, ud, i);
-        lua_xmove(L, co, 1);
-      }
-      for (i = 2; i <= nargs; i++) { /* release the arguments */
-        lua_pushnil(L);
-        lua_setiuservalue(L, ud, i);
-      }
-      t->nwake = 0;
-    }
-    lua_setiuservalue(L, ud, 1); /* the coroutine replaces the callable */
-    t->co = co;
-  } else {
-    co = t->co;
-    nargs = t->nwake;
-    t->nwake = 0;
-  }
-  t->state = LUNIO_RUNNING;
-  loop->current = t;
-  status = lua_resume(co, L, nargs, &nres);
+/* Resumes co (whose thread value is at the top of L) and settles the
+ * outcome: a lunio await hands co to the task that made it; a finished
+ * runner goes back to the pool; a plain coroutine.yield() fails the task
+ * that made it. */
+static void resume(lua_State *L, lunio_loop *loop, lua_State *co, int nargs) {
+  int nres, status = lua_resume(co, L, nargs, &nres);
+  lunio_task *owner = loop->current;
   loop->current = NULL;
-  if (status == LUA_YIELD) {
-    lua_pop(co, nres);
-    if (loop->awaited) { /* parked by lunio: the normal case */
-      loop->awaited = 0;
-      lua_settop(L, ud - 1);
-      return;
-    }
-    reset_thread(co, L);
-    LUNIO_TASK_OF(co) = NULL;
+  if (status == LUA_OK) { /* the runner ran out of work */
+    lua_settop(co, 0);
+    pool_put(L, loop);
+    return;
+  }
+  lua_pop(co, nres);
+  if (status == LUA_YIELD && loop->awaited) { /* parked: co is owner's */
+    loop->awaited = 0;
+    lunio__push_anchored(L, loop, owner);
+    lua_insert(L, -2);
+    lua_setiuservalue(L, -2, 1);
+    lua_pop(L, 1);
+    return;
+  }
+  /* A plain coroutine.yield() in a task, or an error outside the bodies'
+   * pcall (memory): co cannot continue. */
+  if (status == LUA_YIELD)
     lunio__error_new(L, "invalid_state",
                      "coroutine.yield() called directly inside a task; use "
                      "lunio.coroutine for generators and lunio functions to "
                      "wait");
-    t->state = LUNIO_RUNNING;
-    lunio__finish(L, t, LUNIO_DONE_ERROR, 1);
-    return;
-  }
-  if (status == LUA_OK) {
-    int failed = (t->flags & LUNIO_F_FAILED) != 0;
-    luaL_checkstack(L, nres + LUA_MINSTACK, "too many results");
-    lua_getiuservalue(L, ud, 1); /* the coroutine, back to the pool */
-    lua_xmove(co, L, nres);
-    lua_rotate(L, ud + 1, -1);
-    LUNIO_TASK_OF(co) = NULL;
-    lua_settop(co, 0);
-    pool_put(L, loop);
-    if (failed && lunio__is_error(L, -1, "cancelled"))
-      lunio__finish(L, t, LUNIO_DONE_CANCELLED, 1);
-    else
-      lunio__finish(L, t, failed ? LUNIO_DONE_ERROR : LUNIO_DONE_OK, nres);
-    return;
-  }
-  /* An error outside the trampoline's pcall (memory, error handler). */
-  lua_xmove(co, L, 1);
+  else
+    lua_xmove(co, L, 1);
   reset_thread(co, L);
   LUNIO_TASK_OF(co) = NULL;
-  lunio__finish(L, t, LUNIO_DONE_ERROR, 1);
+  lua_remove(L, -2); /* the thread */
+  if (owner != NULL && !LUNIO_IS_DONE(owner)) {
+    lunio__push_anchored(L, loop, owner);
+    lua_insert(L, -2);
+    lunio__finish(L, owner, LUNIO_DONE_ERROR, 1);
+  } else
+    lua_pop(L, 1);
+}
+
+void lunio__run_new(lua_State *L, lunio_loop *loop) {
+  lua_State *co = pool_take(L, loop);
+  lua_pushcfunction(co, runner);
+  lua_pushlightuserdata(co, loop);
+  resume(L, loop, co, 1);
+}
+
+void lunio__step(lua_State *L, lunio_loop *loop, lunio_task *t) {
+  int nargs = t->nwake;
+  lunio__push_anchored(L, loop, t);
+  lua_getiuservalue(L, -1, 1); /* the coroutine */
+  lua_remove(L, -2);
+  t->nwake = 0;
+  t->state = LUNIO_RUNNING;
+  loop->current = t;
+  resume(L, loop, t->co, nargs);
 }
 
 /* ---- suspension ------------------------------------------------------ */
