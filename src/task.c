@@ -440,26 +440,42 @@ static void pool_put(lua_State *L, lunio_loop *loop) {
   lua_pop(L, 1);
 }
 
-/* Resumes co (whose thread value is at the top of L) and settles the
- * outcome: a lunio await hands co to the task that made it; a finished
- * runner goes back to the pool; a plain coroutine.yield() fails the task
- * that made it. */
-static void resume(lua_State *L, lunio_loop *loop, lua_State *co, int nargs) {
+/* Pushes the thread co onto L. */
+static void push_thread(lua_State *L, lua_State *co) {
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
+}
+
+/* Resumes co and settles the outcome: a lunio await hands co to the task
+ * that made it; a finished runner goes back to the pool; a plain
+ * coroutine.yield() fails the task that made it. `anchor` is 1 when the
+ * caller pushed co's thread value (a fresh runner: nothing else holds it
+ * yet) and 0 when co belongs to a task (its user value holds it). */
+static void resume(lua_State *L, lunio_loop *loop, lua_State *co, int nargs,
+                   int anchor) {
   int nres, status = lua_resume(co, L, nargs, &nres);
   lunio_task *owner = loop->current;
   loop->current = NULL;
   if (status == LUA_OK) { /* the runner ran out of work */
     lua_settop(co, 0);
+    if (!anchor)
+      push_thread(L, co);
     pool_put(L, loop);
     return;
   }
   lua_pop(co, nres);
   if (status == LUA_YIELD && loop->awaited) { /* parked: co is owner's */
     loop->awaited = 0;
-    lunio__push_anchored(L, loop, owner);
-    lua_insert(L, -2);
-    lua_setiuservalue(L, -2, 1);
-    lua_pop(L, 1);
+    if (owner->co != co || anchor) {
+      /* Runner changed hands: record it in the new owner's user value. */
+      owner->co = co;
+      lunio__push_anchored(L, loop, owner);
+      push_thread(L, co);
+      lua_setiuservalue(L, -2, 1);
+      lua_pop(L, 1);
+    }
+    if (anchor)
+      lua_pop(L, 1);
     return;
   }
   /* A plain coroutine.yield() in a task, or an error outside the bodies'
@@ -473,7 +489,8 @@ static void resume(lua_State *L, lunio_loop *loop, lua_State *co, int nargs) {
     lua_xmove(co, L, 1);
   reset_thread(co, L);
   LUNIO_TASK_OF(co) = NULL;
-  lua_remove(L, -2); /* the thread */
+  if (anchor)
+    lua_remove(L, -2); /* the thread */
   if (owner != NULL && !LUNIO_IS_DONE(owner)) {
     lunio__push_anchored(L, loop, owner);
     lua_insert(L, -2);
@@ -486,18 +503,15 @@ void lunio__run_new(lua_State *L, lunio_loop *loop) {
   lua_State *co = pool_take(L, loop);
   lua_pushcfunction(co, runner);
   lua_pushlightuserdata(co, loop);
-  resume(L, loop, co, 1);
+  resume(L, loop, co, 1, 1);
 }
 
 void lunio__step(lua_State *L, lunio_loop *loop, lunio_task *t) {
   int nargs = t->nwake;
-  lunio__push_anchored(L, loop, t);
-  lua_getiuservalue(L, -1, 1); /* the coroutine */
-  lua_remove(L, -2);
   t->nwake = 0;
   t->state = LUNIO_RUNNING;
   loop->current = t;
-  resume(L, loop, t->co, nargs);
+  resume(L, loop, t->co, nargs, 0);
 }
 
 /* ---- suspension ------------------------------------------------------ */
