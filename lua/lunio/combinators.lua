@@ -1,0 +1,721 @@
+--- lunio.combinators: waiting on several tasks, deadlines, task groups.
+--
+-- gather, wait, wait_for, shield, as_completed, timeout and TaskGroup.
+-- init.lua merges the table this module returns into `lunio` on first use.
+--
+-- Everything here is built on the core's primitives: Task:await (which
+-- already cancels what it awaits when the awaiting task is cancelled),
+-- done callbacks, park()/wake() and timer handles. A waiting task parks
+-- once and is woken by a done callback or a timer, never by polling; every
+-- timer handle is cancelled when the call that made it returns or raises,
+-- so no handle outlives its scope.
+--
+-- Cancellations are recognised by identity: each timeout scope and task
+-- group cancels with an error object of its own (core.cancel_with) and
+-- converts or ignores only that object.
+--
+-- Only "lunio.core" is required at load time (init.lua loads this lazily).
+local core = require "lunio.core"
+
+local park, wake, current, spawn = core.park, core.wake, core.current, core.spawn
+local cancel_with, uncancel = core.cancel_with, core.uncancel
+local new_error, is_error = core.new_error, core.is_error
+local running_loop = core.running_loop
+local type, select, error, pcall, rawequal = type, select, error, pcall, rawequal
+local setmetatable, getmetatable, tostring = setmetatable, getmetatable, tostring
+local unpack = table.unpack
+
+local M = {}
+
+-- ---------------------------------------------------------------------------
+-- helpers
+
+local awaitable_names = {
+  ["lunio.Task"] = true, ["lunio.Task.failed"] = true, ["lunio.Future"] = true,
+}
+
+local function is_awaitable(v)
+  if type(v) ~= "userdata" then return false end
+  local mt = getmetatable(v)
+  return type(mt) == "table" and awaitable_names[mt.__name] == true
+end
+
+local function is_callable(v)
+  if type(v) == "function" then return true end
+  local mt = getmetatable(v)
+  return type(mt) == "table" and mt.__call ~= nil
+end
+
+local function argerror(n, fname, msg, level)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), (level or 2) + 1)
+end
+
+-- A Task or Future as is; a callable spawned as a new Task.
+local function to_awaitable(v, n, fname)
+  if is_awaitable(v) then return v end
+  if is_callable(v) then return spawn(v) end
+  argerror(n, fname, "Task, Future or function expected, got " .. type(v), 3)
+end
+
+local function running_task(fname)
+  local task = current()
+  if task == nil then
+    error(("'%s' called outside a running task (start one with lunio.run "
+      .. "or lunio.create_task)"):format(fname), 3)
+  end
+  return task
+end
+
+local function check_seconds(s, n, fname)
+  if s ~= nil and (type(s) ~= "number" or s ~= s) then
+    argerror(n, fname, "number or nil expected, got "
+      .. (type(s) == "number" and "NaN" or type(s)), 3)
+  end
+end
+
+-- Converts each element of list[1..n] (Tasks, Futures, callables).
+local function convert_list(list, n, argn, fname)
+  local out = {}
+  for i = 1, n do
+    local v = list[i]
+    if is_awaitable(v) then
+      out[i] = v
+    elseif is_callable(v) then
+      out[i] = spawn(v)
+    else
+      argerror(argn, fname, ("element %d is not a Task, Future or function (%s)")
+        :format(i, type(v)), 3)
+    end
+  end
+  return out
+end
+
+local function list_length(list)
+  local n = list.n
+  if type(n) == "number" then return n end
+  return #list
+end
+
+-- Withdraws `err` if it is a pending (not yet delivered) cancellation of
+-- `task`, leaving any other pending cancellation alone.
+local function take_own_cancel(task, err)
+  uncancel(task, err)
+end
+
+-- ---------------------------------------------------------------------------
+-- gather
+
+-- Waits for every awaitable of `tasks`; returns the list of first results
+-- (errors in place when return_errors). Raises the first error otherwise.
+local function gather_list(tasks, n, return_errors)
+  local results = { n = n }
+  local where = {}        -- task -> index, or list of indices if repeated
+  local remaining = 0     -- positions not settled
+  local failed, failure   -- first error (not return_errors)
+  local waiting, caller = false, nil
+  local cancelling = false
+
+  local function settle(i, t)
+    remaining = remaining - 1
+    local st = t:state()
+    if st == "done" then
+      results[i] = (t:result())
+    else
+      local err = t:error()
+      if return_errors then
+        results[i] = err
+      elseif not failed then
+        failed, failure = true, err
+      end
+    end
+  end
+
+  local function on_done(t)
+    local w = where[t]
+    if type(w) == "table" then
+      for k = 1, #w do settle(w[k], t) end
+    else
+      settle(w, t)
+    end
+    if waiting and (remaining == 0 or (failed and not cancelling)) then
+      waiting = false
+      wake(caller)
+    end
+  end
+
+  for i = 1, n do
+    local t = tasks[i]
+    if t:done() then
+      remaining = remaining + 1
+      settle(i, t)
+    else
+      remaining = remaining + 1
+      local w = where[t]
+      if w == nil then
+        where[t] = i
+        t:add_done_callback(on_done)
+      elseif type(w) == "table" then
+        w[#w + 1] = i
+      else
+        where[t] = { w, i }
+      end
+    end
+  end
+
+  if remaining > 0 and not failed then
+    caller = running_task("gather")
+    local cancel_err
+    while remaining > 0 and (cancelling or not failed) do
+      waiting = true
+      local ok, err = park()
+      waiting = false
+      if not ok then
+        -- The caller was cancelled: cancel every child, wait for them all,
+        -- then raise the caller's cancellation.
+        cancel_err = cancel_err or err
+        cancelling = true
+        for i = 1, n do
+          local t = tasks[i]
+          if not t:done() then cancel_with(t, err) end
+        end
+      end
+    end
+    if cancel_err ~= nil then error(cancel_err, 0) end
+  end
+  if failed then error(failure, 0) end
+  return results
+end
+
+---Waits for several tasks. Varargs form: each argument is a Task, a Future
+---or a function (spawned); returns the first result of each, in order, as
+---multiple values. List form `gather(list [, opts])` returns a list (with
+---`.n`); `opts.return_errors = true` puts error values in the list instead
+---of raising. Otherwise the first error raises at once (the other tasks keep
+---running). Cancelling the caller cancels every task it waits for.
+---@async
+---@param ... lunio.Task|lunio.Future|function|table
+---@return any ...
+function M.gather(...)
+  local nargs = select("#", ...)
+  local first = ...
+  if nargs >= 1 and type(first) == "table" and not is_callable(first) then
+    local opts = select(2, ...)
+    if opts ~= nil and type(opts) ~= "table" then
+      argerror(2, "gather", "table expected, got " .. type(opts))
+    end
+    local n = list_length(first)
+    local tasks = convert_list(first, n, 1, "gather")
+    return gather_list(tasks, n, opts ~= nil and opts.return_errors == true)
+  end
+  local tasks = {}
+  for i = 1, nargs do
+    tasks[i] = to_awaitable((select(i, ...)), i, "gather")
+  end
+  local results = gather_list(tasks, nargs, false)
+  return unpack(results, 1, nargs)
+end
+
+-- ---------------------------------------------------------------------------
+-- wait
+
+local return_whens = {
+  all_completed = true, first_completed = true, first_error = true,
+}
+
+---Waits until the tasks of `list` are done (opts.return_when:
+---"all_completed", the default; "first_completed"; "first_error": the first
+---task that raised, or all done) or opts.timeout seconds passed. Returns
+---`done, pending`, two lists in the order of `list`. Never raises the
+---tasks' errors and never cancels them.
+---@async
+---@param list (lunio.Task|lunio.Future|function)[]
+---@param opts? {timeout?: number, return_when?: "all_completed"|"first_completed"|"first_error"}
+---@return lunio.Task[] done
+---@return lunio.Task[] pending
+function M.wait(list, opts)
+  if type(list) ~= "table" then argerror(1, "wait", "table expected, got " .. type(list)) end
+  if opts ~= nil and type(opts) ~= "table" then
+    argerror(2, "wait", "table expected, got " .. type(opts))
+  end
+  opts = opts or {}
+  local timeout, mode = opts.timeout, opts.return_when or "all_completed"
+  check_seconds(timeout, 2, "wait")
+  if not return_whens[mode] then
+    argerror(2, "wait", "return_when must be \"all_completed\", "
+      .. "\"first_completed\" or \"first_error\"")
+  end
+  local n = list_length(list)
+  local tasks = convert_list(list, n, 1, "wait")
+  -- distinct tasks, in order
+  local uniq, seen = {}, {}
+  for i = 1, n do
+    local t = tasks[i]
+    if not seen[t] then
+      seen[t] = true
+      uniq[#uniq + 1] = t
+    end
+  end
+  local left, any_done, any_failed = 0, false, false
+  for i = 1, #uniq do
+    local t = uniq[i]
+    if t:done() then
+      any_done = true
+      if t:state() == "failed" then any_failed = true end
+    else
+      left = left + 1
+    end
+  end
+
+  local function satisfied()
+    if left == 0 then return true end
+    if mode == "first_completed" then return any_done end
+    if mode == "first_error" then return any_failed end
+    return false
+  end
+
+  if not satisfied() and not (timeout and timeout <= 0) then
+    local caller = running_task("wait")
+    local waiting = false
+    local function on_done(t)
+      left = left - 1
+      any_done = true
+      if t:state() == "failed" then any_failed = true end
+      if waiting and satisfied() then
+        waiting = false
+        wake(caller)
+      end
+    end
+    local function on_timeout()
+      if waiting then
+        waiting = false
+        wake(caller)
+      end
+    end
+    for i = 1, #uniq do
+      if not uniq[i]:done() then uniq[i]:add_done_callback(on_done) end
+    end
+    local h = timeout and running_loop():call_later(timeout, on_timeout)
+    waiting = true
+    local ok, err = park()
+    waiting = false
+    if h then h:cancel() end
+    for i = 1, #uniq do
+      if not uniq[i]:done() then uniq[i]:remove_done_callback(on_done) end
+    end
+    if not ok then error(err, 0) end
+  end
+
+  local done, pending = {}, {}
+  for i = 1, #uniq do
+    local t = uniq[i]
+    if t:done() then done[#done + 1] = t else pending[#pending + 1] = t end
+  end
+  return done, pending
+end
+
+-- ---------------------------------------------------------------------------
+-- wait_for
+
+local function wait_for_expire(state)
+  state.err = new_error("cancelled", "wait_for deadline")
+  state.taken = cancel_with(state.target, state.err)
+end
+
+local function wait_for_finish(state, seconds, h, ok, ...)
+  if h then h:cancel() end
+  if state.taken and (ok or rawequal((...), state.err)) then
+    -- The deadline passed and the task was cancelled for it: a timeout,
+    -- even when the task swallowed the cancellation and returned.
+    error(new_error("timeout", ("timed out after %g s"):format(seconds)), 0)
+  end
+  if not ok then error((...), 0) end
+  return ...
+end
+
+---Awaits the task (a Task, Future or function to spawn) for at most
+---`seconds` (nil: no limit). On expiry the task is cancelled, waited for
+---until it has finished cancelling, and an error of kind "timeout" raised.
+---@async
+---@param task_or_fn lunio.Task|lunio.Future|function
+---@param seconds? number
+---@return any ...
+function M.wait_for(task_or_fn, seconds)
+  check_seconds(seconds, 2, "wait_for")
+  local target = to_awaitable(task_or_fn, 1, "wait_for")
+  if seconds == nil or target:done() then return target:await() end
+  running_task("wait_for")
+  local state = { target = target }
+  local h
+  if seconds <= 0 then -- expired already: cancel before it runs any further
+    wait_for_expire(state)
+  else
+    h = running_loop():call_later(seconds, wait_for_expire, state)
+  end
+  return wait_for_finish(state, seconds, h, pcall(target.await, target))
+end
+
+-- ---------------------------------------------------------------------------
+-- shield
+
+---Awaits the task (a Task, Future or function to spawn) and returns its
+---results; cancelling the awaiting task does not cancel it (the awaiter
+---raises its cancellation at once, the task runs on).
+---@async
+---@param task_or_fn lunio.Task|lunio.Future|function
+---@return any ...
+function M.shield(task_or_fn)
+  local target = to_awaitable(task_or_fn, 1, "shield")
+  if target:done() then return target:await() end
+  running_task("shield")
+  local relay = core.Future()
+  target:add_done_callback(function(t)
+    local st = t:state()
+    if relay:done() then -- the awaiter left: still consume the error
+      if st ~= "done" then t:error() end
+      return
+    end
+    if st == "done" then
+      relay:set_result(t:result())
+    elseif st == "cancelled" then
+      cancel_with(relay, t:error())
+    else
+      relay:set_error(t:error())
+    end
+  end)
+  return relay:await()
+end
+
+-- ---------------------------------------------------------------------------
+-- as_completed
+
+local TIMEOUT = {}
+
+---Iterates over the tasks of `list` (Tasks, Futures or functions) in the
+---order they finish: `for t in lunio.as_completed(list, 5) do ... end`.
+---With `timeout`, raises an error of kind "timeout" when the next task is
+---not done `timeout` seconds after the call. The tasks are not cancelled.
+---@async
+---@param list (lunio.Task|lunio.Future|function)[]
+---@param timeout? number
+---@return function iterator
+function M.as_completed(list, timeout)
+  if type(list) ~= "table" then
+    argerror(1, "as_completed", "table expected, got " .. type(list))
+  end
+  check_seconds(timeout, 2, "as_completed")
+  local n = list_length(list)
+  local tasks = convert_list(list, n, 1, "as_completed")
+  local loop = running_loop()
+  local deadline = timeout and loop and loop:time() + timeout
+  local fifo, head, tail = {}, 1, 0
+  local left, waiter = 0, nil
+  local seen, attached = {}, {}
+
+  local function on_done(t)
+    tail = tail + 1
+    fifo[tail] = t
+    attached[t] = nil
+    if waiter then
+      local w = waiter
+      waiter = nil
+      wake(w)
+    end
+  end
+  local function on_timeout()
+    if waiter then
+      local w = waiter
+      waiter = nil
+      wake(w, TIMEOUT)
+    end
+  end
+
+  for i = 1, n do
+    local t = tasks[i]
+    if not seen[t] then
+      seen[t] = true
+      left = left + 1
+      if t:done() then
+        tail = tail + 1
+        fifo[tail] = t
+      else
+        attached[t] = true
+        t:add_done_callback(on_done)
+      end
+    end
+  end
+
+  local function iterate()
+    if head > tail then
+      if left == 0 then return nil end
+      local me = running_task("as_completed")
+      local h
+      if deadline then
+        if running_loop():time() >= deadline then
+          error(new_error("timeout", "as_completed timed out"), 2)
+        end
+        h = running_loop():call_at(deadline, on_timeout)
+      end
+      waiter = me
+      local ok, v = park()
+      waiter = nil
+      if h then h:cancel() end
+      if not ok then error(v, 0) end
+      if v == TIMEOUT then error(new_error("timeout", "as_completed timed out"), 2) end
+    end
+    local t = fifo[head]
+    fifo[head] = nil
+    head = head + 1
+    left = left - 1
+    return t
+  end
+
+  -- Closed when the loop ends, breaks or raises: detach the callbacks.
+  local closer = setmetatable({}, {
+    __close = function()
+      for t in pairs(attached) do t:remove_done_callback(on_done) end
+      attached = {}
+    end,
+  })
+  return iterate, nil, nil, closer
+end
+
+-- ---------------------------------------------------------------------------
+-- timeout scopes
+
+---@class lunio.Timeout
+local Timeout = {}
+local TimeoutMT = { __index = Timeout, __name = "lunio.Timeout" }
+
+local function scope_expire(self)
+  if self._state ~= "active" then return end
+  self._state = "expired"
+  self._handle = nil
+  self._err = new_error("cancelled", "timeout scope expired")
+  cancel_with(self._task, self._err)
+end
+
+-- A deadline already passed expires the scope at once, so that the next
+-- await (even sleep(0)) raises, as asyncio's timeout(0) does.
+local function scope_arm(self, when)
+  self._deadline = when
+  if when <= self._loop:time() then
+    scope_expire(self)
+  else
+    self._handle = self._loop:call_at(when, scope_expire, self)
+  end
+end
+
+---A deadline scope for `<close>`: `local _ <close> = lunio.timeout(2)`. When
+---the deadline passes inside the block, the task is cancelled at its await
+---point and the scope turns that cancellation into an error of kind
+---"timeout" as the block exits. `seconds = nil` sets no deadline.
+---@param seconds? number
+---@return lunio.Timeout
+function M.timeout(seconds)
+  check_seconds(seconds, 1, "timeout")
+  local task = running_task("timeout")
+  local loop = running_loop()
+  local self = setmetatable({ _task = task, _loop = loop, _state = "active" },
+    TimeoutMT)
+  if seconds then scope_arm(self, loop:time() + seconds) end
+  return self
+end
+
+---Moves the deadline to `seconds` from now; nil removes it. Raises
+---"invalid_state" once the scope expired or was closed.
+---@param seconds? number
+function Timeout:reschedule(seconds)
+  check_seconds(seconds, 1, "reschedule")
+  if self._state ~= "active" then
+    error(new_error("invalid_state", "cannot reschedule a timeout scope that "
+      .. (self._state == "expired" and "expired" or "is closed")), 2)
+  end
+  if self._handle then
+    self._handle:cancel()
+    self._handle = nil
+  end
+  self._deadline = nil
+  if seconds then scope_arm(self, self._loop:time() + seconds) end
+end
+
+---True once the deadline passed (and the task was cancelled for it).
+---@return boolean
+function Timeout:expired()
+  return self._err ~= nil
+end
+
+---The deadline in loop time (see lunio.now()), or nil.
+---@return number?
+function Timeout:when()
+  return self._deadline
+end
+
+local function scope_exit(self, err)
+  local state = self._state
+  if state == "closed" then return end
+  self._state = "closed"
+  if self._handle then
+    self._handle:cancel()
+    self._handle = nil
+  end
+  if state == "expired" then
+    if rawequal(err, self._err) then
+      error(new_error("timeout", "timed out"), 0)
+    end
+    -- The cancellation may not have reached an await point yet.
+    take_own_cancel(self._task, self._err)
+  end
+end
+
+---Ends the scope (what `<close>` does).
+function Timeout:close()
+  scope_exit(self, nil)
+end
+
+TimeoutMT.__close = scope_exit
+
+function TimeoutMT:__tostring()
+  return ("lunio.Timeout<%s%s>"):format(self._state,
+    self._deadline and (", deadline " .. tostring(self._deadline)) or "")
+end
+
+-- ---------------------------------------------------------------------------
+-- TaskGroup
+
+---@class lunio.TaskGroup
+local TaskGroup = {}
+local TaskGroupMT = { __index = TaskGroup, __name = "lunio.TaskGroup" }
+
+local function tg_abort(self)
+  self._aborting = true
+  local err = self._child_err
+  for t in pairs(self._children) do cancel_with(t, err) end
+  if self._state == "open" and not self._parent_err then
+    -- The block is still running: cancel it too, with our own error.
+    self._parent_err = new_error("cancelled", "a task of its task group failed")
+    cancel_with(self._parent, self._parent_err)
+  end
+end
+
+local function tg_child_done(self, t)
+  self._children[t] = nil
+  self._n = self._n - 1
+  local st = t:state()
+  if st == "failed" then
+    local errors = self._errors
+    errors[#errors + 1] = t:error()
+    if not self._aborting then tg_abort(self) end
+  elseif st == "cancelled" then
+    t:error() -- mark it retrieved
+  end
+  if self._waiting and self._n == 0 then
+    self._waiting = false
+    wake(self._parent)
+  end
+end
+
+---A task group for `<close>`: `local tg <close> = lunio.TaskGroup()`.
+---Children spawned with tg:spawn() are waited for when the block exits. If
+---a child fails, the other children and the block are cancelled and, once
+---all are done, an error of kind "task_group" is raised whose `.errors`
+---lists every child error (and the block's own error, if it failed with
+---something other than a cancellation). When only the block fails, its
+---error propagates unchanged after the children were cancelled and done.
+---@return lunio.TaskGroup
+function M.TaskGroup()
+  local self = setmetatable({
+    _parent = running_task("TaskGroup"),
+    _children = {}, _n = 0, _errors = {},
+    _state = "open", _aborting = false, _waiting = false,
+    _child_err = new_error("cancelled", "cancelled by its task group"),
+  }, TaskGroupMT)
+  self._on_done = function(t) tg_child_done(self, t) end
+  return self
+end
+
+---Spawns `fn(...)` as a child task and returns it. Raises "invalid_state"
+---once the group is closed or shutting down after a failure.
+---@param fn function|table a callable
+---@return lunio.Task
+function TaskGroup:spawn(fn, ...)
+  if self._state == "closed" then
+    error(new_error("invalid_state", "the task group is closed"), 2)
+  end
+  if self._aborting then
+    error(new_error("invalid_state", "the task group is shutting down"), 2)
+  end
+  if not is_callable(fn) then argerror(1, "spawn", "callable expected, got " .. type(fn)) end
+  local t = spawn(fn, ...)
+  self._children[t] = true
+  self._n = self._n + 1
+  t:add_done_callback(self._on_done)
+  return t
+end
+
+local function tg_exit(self, block_err)
+  if self._state == "closed" then return end
+  local me = current()
+  if me ~= self._parent then
+    error(new_error("invalid_state",
+      "a task group must be closed by the task that created it"), 0)
+  end
+  self._state = "exiting"
+  local parent_err = self._parent_err
+  local saw_own = false
+  if parent_err ~= nil and rawequal(block_err, parent_err) then
+    saw_own, block_err = true, nil
+  end
+  if block_err ~= nil and not self._aborting then tg_abort(self) end
+  local outer_cancel
+  while self._n > 0 do
+    self._waiting = true
+    local ok, err = park()
+    self._waiting = false
+    if not ok then
+      parent_err = self._parent_err
+      if parent_err ~= nil and rawequal(err, parent_err) then
+        saw_own = true
+      else -- cancelled from outside while waiting: cancel the children
+        outer_cancel = outer_cancel or err
+        if not self._aborting then tg_abort(self) end
+      end
+    end
+  end
+  self._state = "closed"
+  parent_err = self._parent_err
+  if parent_err ~= nil and not saw_own then take_own_cancel(me, parent_err) end
+  local errors = self._errors
+  if #errors > 0 then
+    local list = {}
+    for i = 1, #errors do list[i] = errors[i] end
+    if block_err ~= nil and not is_error(block_err, "cancelled") then
+      list[#list + 1] = block_err
+    end
+    local first = tostring(list[1]):match("[^\n]*")
+    error(new_error("task_group", ("%d error(s) in the task group; first: %s")
+      :format(#list, first), { errors = list }), 0)
+  end
+  if outer_cancel ~= nil then error(outer_cancel, 0) end
+end
+
+---Waits for every child, as the end of the `<close>` block does (raising
+---"task_group" when a child failed); the group is closed afterwards.
+---@async
+function TaskGroup:wait()
+  tg_exit(self, nil)
+end
+TaskGroup.close = TaskGroup.wait
+
+TaskGroupMT.__close = tg_exit
+
+---Number of children not finished yet.
+---@return integer
+function TaskGroup:pending()
+  return self._n
+end
+
+function TaskGroupMT:__tostring()
+  return ("lunio.TaskGroup<%s, %d task(s)>"):format(self._state, self._n)
+end
+
+return M
