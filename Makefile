@@ -1,0 +1,115 @@
+# lunio: a thin wrapper over scripts/deps.sh, CMake, busted, luacheck and
+# luarocks. CMakeLists.txt is the one build description; `make help` lists
+# the targets.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+BUILD_DIR ?= build
+ASAN_DIR ?= build-asan
+ASAN_CC ?= gcc
+WERROR ?= ON
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+LUA ?= lua5.4
+BUSTED_ARGS ?=
+# e.g. ASAN_EXTRA=:fast_unwind_on_malloc=0 for leak stacks through libcurl
+ASAN_EXTRA ?=
+
+# busted runs in the lua5.4 process itself (not via its --lua re-exec), so
+# LD_PRELOAD and valgrind apply to the process that loads lunio.core.
+BUSTED_SCRIPT = $(shell command -v busted || echo /usr/bin/busted)
+BUSTED = $(BUSTED_SCRIPT) --ignore-lua $(BUSTED_ARGS)
+
+# check-asan: $(ASAN_DIR)/bin/lua5.4 (made by CMakeLists.txt) preloads the
+# ASan runtime; it comes first in PATH so children started as `lua5.4` are
+# sanitized too. ASan/LSan reports go to $(ASAN_DIR)/reports, from every
+# process; UBSan ignores log_path in gcc's combined runtime, so its reports
+# go to stderr and halt the process (the suite fails when it is busted's).
+ASAN_REPORTS = $(CURDIR)/$(ASAN_DIR)/reports
+ASAN_ENV = LUNIO_BUILD_DIR=$(ASAN_DIR) PATH="$(CURDIR)/$(ASAN_DIR)/bin:$$PATH" \
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1:log_path=$(ASAN_REPORTS)/asan$(ASAN_EXTRA) \
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+
+VALGRIND = valgrind -q --error-exitcode=99 --leak-check=full \
+  --errors-for-leak-kinds=definite --keep-debuginfo=yes
+
+LUACHECK_PATHS = $(wildcard lua spec examples bench bin/lunio)
+C_FILES = $(wildcard src/*.c src/*.h)
+
+.PHONY: help deps build test demo check-asan check-valgrind lint format \
+  bench check-rock clean
+
+help:
+	@echo 'make deps            install the Debian packages (scripts/deps.sh)'
+	@echo 'make build           build lunio.core into $(BUILD_DIR)/lunio/core.so'
+	@echo 'make test            build, run the busted suite, then check-rock'
+	@echo 'make demo            build, then run scripts/demo.sh'
+	@echo 'make check-asan      suite under ASan+UBSan ($(ASAN_DIR)/), plain and GC stress'
+	@echo 'make check-valgrind  suite under valgrind, plain and GC stress'
+	@echo 'make lint            luacheck and clang-format --dry-run'
+	@echo 'make format          clang-format -i src/*.c src/*.h'
+	@echo 'make bench           run bench/run'
+	@echo 'make check-rock      luarocks make into a temporary tree and smoke-test'
+	@echo 'make clean           remove build directories and luarocks leftovers'
+	@echo 'Variables: BUSTED_ARGS (e.g. spec/timer_spec.lua), WERROR=OFF, JOBS, ASAN_CC=clang,'
+	@echo '  ASAN_EXTRA (e.g. :fast_unwind_on_malloc=0 for full leak stacks)'
+
+deps:
+	scripts/deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD_DIR) --log-level=WARNING \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLUNIO_WERROR=$(WERROR)
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+test: build
+	LUNIO_BUILD_DIR=$(BUILD_DIR) $(LUA) $(BUSTED)
+	scripts/check-rock.sh
+
+demo: build
+	scripts/demo.sh
+
+# One sanitized run of the suite; $(1) adds environment (GC stress).
+# Fails on a non-zero exit and on any report file, whichever process made it.
+define asan_run
+	rm -rf $(ASAN_REPORTS) && mkdir -p $(ASAN_REPORTS)
+	status=0; $(ASAN_ENV) $(1) $(ASAN_DIR)/bin/lua5.4 $(BUSTED) || status=$$?; \
+	if compgen -G '$(ASAN_REPORTS)/*' >/dev/null; then \
+	  cat $(ASAN_REPORTS)/* >&2; \
+	  echo 'check-asan: sanitizer reports above ($(or $(1),plain run))' >&2; exit 1; \
+	fi; \
+	exit $$status
+endef
+
+check-asan: deps
+	cmake -S . -B $(ASAN_DIR) --log-level=WARNING \
+	  -DCMAKE_C_COMPILER=$(ASAN_CC) -DCMAKE_BUILD_TYPE=Debug \
+	  -DLUNIO_SANITIZE=ON -DLUNIO_WERROR=$(WERROR)
+	cmake --build $(ASAN_DIR) -j $(JOBS)
+	$(call asan_run,)
+	$(call asan_run,LUNIO_GC_STRESS=1)
+
+check-valgrind: build
+	LUNIO_BUILD_DIR=$(BUILD_DIR) $(VALGRIND) $(LUA) $(BUSTED) \
+	  --exclude-tags=slow,novalgrind
+	LUNIO_BUILD_DIR=$(BUILD_DIR) LUNIO_GC_STRESS=1 $(VALGRIND) $(LUA) \
+	  $(BUSTED) --exclude-tags=slow,novalgrind
+
+lint:
+	luacheck $(LUACHECK_PATHS)
+	$(if $(C_FILES),clang-format --dry-run --Werror $(C_FILES))
+
+format:
+	$(if $(C_FILES),clang-format -i $(C_FILES))
+
+bench: build
+	bench/run
+
+check-rock: deps
+	scripts/check-rock.sh
+
+clean:
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) src/*.o lunio/core.so
+	rmdir lunio 2>/dev/null || true

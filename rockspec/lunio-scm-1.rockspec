@@ -1,0 +1,58 @@
+-- luarocks build of lunio: `luarocks --lua-version=5.4 make
+-- rockspec/lunio-scm-1.rockspec` from the repository root. The CMake build
+-- (CMakeLists.txt) is the one used for development; keep the source list
+-- below in step with src/.
+rockspec_format = "3.0"
+package = "lunio"
+version = "scm-1"
+
+-- `luarocks make` builds from the current directory and ignores this URL.
+source = {
+  url = "git+file:///work/main",
+  branch = "main",
+}
+
+description = {
+  summary = "asyncio for Lua 5.4 on libuv and libcurl",
+  detailed = [[
+lunio brings asyncio-style tasks, timers, combinators, task groups,
+synchronisation primitives and an HTTP client to Lua 5.4. Its C core
+runs the scheduler on libuv; HTTP goes through libcurl's multi interface.
+]],
+  license = "MIT",
+  labels = { "async", "asyncio", "libuv", "coroutines", "http" },
+}
+
+dependencies = {
+  "lua >= 5.4",
+}
+
+external_dependencies = {
+  LIBUV = { header = "uv.h", library = "uv" },
+  LIBCURL = { header = "curl/curl.h", library = "curl" },
+}
+
+build = {
+  type = "builtin",
+  modules = {
+    ["lunio.core"] = {
+      sources = {
+        "src/core.c", "src/loop.c", "src/task.c", "src/timer.c",
+        "src/errors.c", "src/coro.c", "src/http.c",
+      },
+      defines = { "_GNU_SOURCE" },
+      incdirs = { "$(LIBUV_INCDIR)", "$(LIBCURL_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(LIBCURL_LIBDIR)" },
+      libraries = { "uv", "curl" },
+    },
+    lunio = "lua/lunio/init.lua",
+    ["lunio.testing"] = "lua/lunio/testing.lua",
+    ["lunio.sync"] = "lua/lunio/sync.lua",
+    ["lunio.combinators"] = "lua/lunio/combinators.lua",
+    ["lunio.http"] = "lua/lunio/http.lua",
+    ["lunio.cli"] = "lua/lunio/cli.lua",
+  },
+  install = {
+    bin = { lunio = "bin/lunio" },
+  },
+}
