@@ -71,8 +71,8 @@ int lunio__is_error(lua_State *L, int idx, const char *kind) {
   if (!match || kind == NULL)
     return match;
   lua_getfield(L, idx, "kind");
-  match = lua_type(L, -1) == LUA_TSTRING &&
-          strcmp(lua_tostring(L, -1), kind) == 0;
+  match =
+      lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), kind) == 0;
   lua_pop(L, 1);
   return match;
 }

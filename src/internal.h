@@ -60,11 +60,11 @@ enum {
   LUNIO_F_SLEEPING = 1 << 5,    /* parked in the timer heap by sleep() */
   LUNIO_F_PROTECTED = 1 << 6,   /* park() returns false, err on cancel */
   LUNIO_F_HANDLE_CANCELLED = 1 << 7,
-  LUNIO_F_NORESULT = 1 << 8,    /* finished with zero results */
-  LUNIO_F_FAILED = 1 << 9,      /* the body raised (set by the trampoline) */
-  LUNIO_F_LUAPARK = 1 << 10,    /* parked by core.park(), wakeable by wake */
-  LUNIO_F_DELEGATE = 1 << 11,   /* woken to pass a cancel to its target */
-  LUNIO_F_DELEGATED = 1 << 12   /* passed its cancel to the awaited one */
+  LUNIO_F_NORESULT = 1 << 8,  /* finished with zero results */
+  LUNIO_F_FAILED = 1 << 9,    /* the body raised (set by the trampoline) */
+  LUNIO_F_LUAPARK = 1 << 10,  /* parked by core.park(), wakeable by wake */
+  LUNIO_F_DELEGATE = 1 << 11, /* woken to pass a cancel to its target */
+  LUNIO_F_DELEGATED = 1 << 12 /* passed its cancel to the awaited one */
 };
 
 /*
@@ -76,15 +76,15 @@ typedef void (*lunio_cancel_fn)(lunio_task *t, void *data);
 
 struct lunio_task {
   lunio_loop *loop;
-  lua_State *co;           /* the task's coroutine while it runs */
-  lunio_task *awaiting;    /* task/future this one awaits (for cancel) */
+  lua_State *co;             /* the task's coroutine while it runs */
+  lunio_task *awaiting;      /* task/future this one awaits (for cancel) */
   lunio_cancel_fn on_cancel; /* set while parked on C-level I/O */
   void *cancel_data;
-  double when;             /* deadline while in the timer heap */
-  uint32_t heap_idx;       /* 1-based position in the timer heap, 0 = none */
-  uint32_t slot;           /* 1-based position in the loop's pending array */
+  double when;       /* deadline while in the timer heap */
+  uint32_t heap_idx; /* 1-based position in the timer heap, 0 = none */
+  uint32_t slot;     /* 1-based position in the loop's pending array */
   uint32_t id;
-  uint16_t nwake;          /* values waiting on co's stack for the resume */
+  uint16_t nwake; /* values waiting on co's stack for the resume */
   uint8_t state;
   uint8_t kind;
   uint16_t flags;
@@ -97,28 +97,27 @@ struct lunio_task {
  */
 struct lunio_loop {
   uv_loop_t uv;
-  uv_timer_t timer;       /* armed at the earliest deadline of heap */
-  uv_signal_t sigint;     /* SIGINT cancels the main task while running */
-  uv_timer_t watchdog;    /* real-time limit for tests (virtual time aware) */
-  lua_State *L;           /* the thread that called run() */
-  lunio_task **ready;     /* ring buffer of tasks/handles to step */
+  uv_timer_t timer;    /* armed at the earliest deadline of heap */
+  uv_signal_t sigint;  /* SIGINT cancels the main task while running */
+  uv_timer_t watchdog; /* real-time limit for tests (virtual time aware) */
+  lua_State *L;        /* the thread that called run() */
+  lunio_task **ready;  /* ring buffer of tasks/handles to step */
   uint32_t ready_head, ready_len, ready_cap;
-  uint32_t budget;        /* entries the current tick may still step */
+  uint32_t budget; /* entries the current tick may still step */
   lunio_heap heap;
-  lunio_task *current;    /* task being stepped, or NULL */
-  lunio_task *main;       /* main task of the current run() */
-  double armed;           /* deadline the uv timer is armed for, or -1 */
-  double vt_offset;       /* virtual time added to the monotonic clock */
-  uint32_t npending;      /* entries in the pending array */
-  uint32_t npool;         /* idle coroutines in the pool */
+  lunio_task *current; /* task being stepped, or NULL */
+  lunio_task *main;    /* main task of the current run() */
+  double armed;        /* deadline the uv timer is armed for, or -1 */
+  double vt_offset;    /* virtual time added to the monotonic clock */
+  uint32_t npending;   /* entries in the pending array */
+  uint32_t npool;      /* idle coroutines in the pool */
   uint32_t next_id;
-  int io_pending;         /* I/O in flight: virtual time must not jump */
-  int pending_ref, waiters_ref, failed_ref, pool_ref, cancels_ref,
-      handler_ref, watchdog_ref;
+  int io_pending; /* I/O in flight: virtual time must not jump */
+  int pending_ref, waiters_ref, failed_ref, pool_ref, cancels_ref, handler_ref,
+      watchdog_ref;
   unsigned running : 1, stopping : 1, closing : 1, closed : 1, awaited : 1,
-      interrupted : 1, virtual_time : 1, gc_stress : 1, signals : 1,
-      in_uv : 1;
-  void *http;             /* curl state of http.c, NULL until first use */
+      interrupted : 1, virtual_time : 1, gc_stress : 1, signals : 1, in_uv : 1;
+  void *http; /* curl state of http.c, NULL until first use */
 };
 
 /* ---- loop.c ---------------------------------------------------------- */

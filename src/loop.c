@@ -283,8 +283,7 @@ static void arm_timer(lunio_loop *loop) {
   }
   if (first->when == loop->armed)
     return;
-  due_ms = (first->when - loop->vt_offset) * 1000.0 -
-           (double)uv_now(&loop->uv);
+  due_ms = (first->when - loop->vt_offset) * 1000.0 - (double)uv_now(&loop->uv);
   if (due_ms > 1e15) /* "forever" (math.huge): about 30,000 years */
     due_ms = 1e15;
   uv_timer_start(&loop->timer, on_timer,
@@ -528,8 +527,7 @@ static void tick(lua_State *L, lunio_loop *loop) {
     /* Block in libuv only when nothing is ready and someone still waits:
      * the main task, or (while draining) any pending task. */
     int block = loop->ready_len == 0 && !loop->stopping &&
-                (loop->main ? !LUNIO_IS_DONE(loop->main)
-                            : loop->npending > 0);
+                (loop->main ? !LUNIO_IS_DONE(loop->main) : loop->npending > 0);
     arm_timer(loop);
     run_uv(loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
   }
@@ -834,8 +832,7 @@ static int loop_scheduled_handles(lua_State *L) {
     lunio_task *t;
     lua_rawgeti(L, -1, i);
     t = lua_touserdata(L, -1);
-    if (t->kind == LUNIO_KIND_HANDLE &&
-        !(t->flags & LUNIO_F_HANDLE_CANCELLED))
+    if (t->kind == LUNIO_KIND_HANDLE && !(t->flags & LUNIO_F_HANDLE_CANCELLED))
       n++;
     lua_pop(L, 1);
   }
@@ -845,8 +842,7 @@ static int loop_scheduled_handles(lua_State *L) {
 
 static void count_handle(uv_handle_t *h, void *arg) {
   lunio_loop *loop = h->loop->data;
-  if ((void *)h == (void *)&loop->timer ||
-      (void *)h == (void *)&loop->sigint ||
+  if ((void *)h == (void *)&loop->timer || (void *)h == (void *)&loop->sigint ||
       (void *)h == (void *)&loop->watchdog)
     return;
   if (!uv_is_closing(h) && uv_is_active(h))
@@ -869,8 +865,8 @@ static int loop_set_exception_handler(lua_State *L) {
     check_callable(L, 2);
   lua_settop(L, 2);
   luaL_unref(L, LUA_REGISTRYINDEX, loop->handler_ref);
-  loop->handler_ref = lua_isnil(L, 2) ? LUA_NOREF
-                                      : luaL_ref(L, LUA_REGISTRYINDEX);
+  loop->handler_ref =
+      lua_isnil(L, 2) ? LUA_NOREF : luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;
 }
 

@@ -65,20 +65,23 @@ lunio_task *lunio__check_in_task(lua_State *L, const char *fname) {
   lunio_task *t = lunio__task_of(L);
   if (t != NULL) {
     if (!lua_isyieldable(L))
-      luaL_error(L, "'%s' cannot wait here: the task is inside a C function "
-                    "that does not allow yields (such as table.sort, a "
-                    "message handler or __gc)",
+      luaL_error(L,
+                 "'%s' cannot wait here: the task is inside a C function "
+                 "that does not allow yields (such as table.sort, a "
+                 "message handler or __gc)",
                  fname);
     return t;
   }
   if (lua_pushthread(L)) {
-    luaL_error(L, "'%s' called outside a running task "
-                  "(start one with lunio.run or lunio.create_task)",
+    luaL_error(L,
+               "'%s' called outside a running task "
+               "(start one with lunio.run or lunio.create_task)",
                fname);
   }
-  luaL_error(L, "'%s' called inside a coroutine made with the standard "
-                "coroutine library; use lunio.coroutine for coroutines "
-                "that await",
+  luaL_error(L,
+             "'%s' called inside a coroutine made with the standard "
+             "coroutine library; use lunio.coroutine for coroutines "
+             "that await",
              fname);
   return NULL;
 }
@@ -136,8 +139,8 @@ static int deliver_cancel(lua_State *L, lunio_task *t) {
 
 /* A cancellation requested after the task was woken is raised where it
  * resumes, as asyncio does: the await that was about to return fails. */
-#define CANCEL_AT_RESUME(t)                                                   \
-  (((t)->flags & (LUNIO_F_MUST_CANCEL | LUNIO_F_DELEGATE)) ==                 \
+#define CANCEL_AT_RESUME(t)                                                    \
+  (((t)->flags & (LUNIO_F_MUST_CANCEL | LUNIO_F_DELEGATE)) ==                  \
    LUNIO_F_MUST_CANCEL)
 
 /* ---- results -------------------------------------------------------- */
@@ -175,8 +178,7 @@ static void push_name(lua_State *L, int idx) {
   lua_remove(L, -2);
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
-    lua_pushfstring(L, "%s-%d",
-                    t->kind == LUNIO_KIND_TASK ? "Task" : "Future",
+    lua_pushfstring(L, "%s-%d", t->kind == LUNIO_KIND_TASK ? "Task" : "Future",
                     (int)t->id);
   }
 }
@@ -359,7 +361,7 @@ static int runner_next(lua_State *co) {
   lunio_task *t;
   while ((t = next_new_task(loop)) != NULL) {
     int nargs, status;
-    lunio__push_anchored(co, loop, t); /* index 2 */
+    lunio__push_anchored(co, loop, t);    /* index 2 */
     if (t->flags & LUNIO_F_MUST_CANCEL) { /* cancelled before it ran */
       t->flags &= ~LUNIO_F_MUST_CANCEL;
       push_cancel(co, loop, 2, 1);
@@ -875,8 +877,8 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
     /* Cancelled while awaiting: our own cancellation is raised, unless the
      * target swallowed the cancel we passed on and returned normally; then
      * its results are returned and ours waits for the next await. */
-    int swallowed = (t->flags & LUNIO_F_DELEGATED) &&
-                    target->state == LUNIO_DONE_OK;
+    int swallowed =
+        (t->flags & LUNIO_F_DELEGATED) && target->state == LUNIO_DONE_OK;
     t->flags &= ~LUNIO_F_DELEGATED;
     if (!swallowed) {
       target->flags |= LUNIO_F_RETRIEVED;
@@ -1021,8 +1023,7 @@ static int task_set_name(lua_State *L) {
 /* task:traceback() -> where a suspended task waits */
 static int task_traceback(lua_State *L) {
   lunio_task *t = check_task(L, 1);
-  if (t->co != NULL && (t->state == LUNIO_SUSPENDED ||
-                        t->state == LUNIO_READY))
+  if (t->co != NULL && (t->state == LUNIO_SUSPENDED || t->state == LUNIO_READY))
     luaL_traceback(L, t->co, NULL, 0);
   else
     lua_pushliteral(L, "");
@@ -1123,9 +1124,8 @@ int luaopen_lunio_task(lua_State *L) {
       {"add_done_callback", task_add_done_callback},
       {"remove_done_callback", task_remove_done_callback},
       {NULL, NULL}};
-  static const luaL_Reg task_own[] = {{"set_name", task_set_name},
-                                     {"traceback", task_traceback},
-                                     {NULL, NULL}};
+  static const luaL_Reg task_own[] = {
+      {"set_name", task_set_name}, {"traceback", task_traceback}, {NULL, NULL}};
   static const luaL_Reg future_own[] = {{"set_result", future_set_result},
                                         {"set_error", future_set_error},
                                         {NULL, NULL}};
