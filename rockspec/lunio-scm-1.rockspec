@@ -8,7 +8,7 @@ version = "scm-1"
 
 -- `luarocks make` builds from the current directory and ignores this URL.
 source = {
-  url = "git+file:///work/main",
+  url = "git+https://github.com/lunio-lua/lunio.git",
   branch = "main",
 }
 

@@ -47,7 +47,7 @@ function cli.main(argv, progname)
     local a = argv[i]
     if a == "-v" or a == "--version" then
       print(versions())
-      if i == #argv and not chunk then return 0 end
+      if i == #argv then return 0 end
     elseif a == "-h" or a == "--help" then
       print(usage)
       return 0

@@ -8,7 +8,7 @@
 -- primitives (`lunio.gather`, `lunio.TaskGroup`, `lunio.Queue`, ...).
 local core = require "lunio.core"
 
-local select, type, error, getmetatable = select, type, error, getmetatable
+local type, error, getmetatable = type, error, getmetatable
 local tostring = tostring
 
 local lunio = {
