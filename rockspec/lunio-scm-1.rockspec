@@ -55,4 +55,6 @@ build = {
   install = {
     bin = { lunio = "bin/lunio" },
   },
+  -- docs/ and types/ (LuaLS definitions of lunio.core) go into the rock.
+  copy_directories = { "docs", "types" },
 }
