@@ -186,7 +186,9 @@ int lunio__cancel(lua_State *L, int idx);
  * with those values (results, or one error value); pops all n + 1. */
 void lunio__finish(lua_State *L, lunio_task *t, int state, int n);
 /* Resume the parked t with the n values at the top of L (moved to t's
- * coroutine); error != 0 makes the await raise the single value. */
+ * coroutine); error != 0 makes the await raise the single value. Callable
+ * from libuv callbacks (L = lunio__loop_state) and from another task's C
+ * function alike: it only schedules, the resume happens on a later tick. */
 void lunio__wake(lua_State *L, lunio_task *t, int n, int error);
 /* Suspend the running task (L is its coroutine) until lunio__wake; when
  * it is cancelled, on_cancel(t, data) runs first. k is resumed with the
@@ -231,7 +233,9 @@ void lunio__open_coroutine(lua_State *L); /* pushes the lunio.coroutine table */
 
 /* ---- http.c ---------------------------------------------------------- */
 void lunio__open_http(lua_State *L); /* pushes the core http table */
-/* Loop teardown hook: aborts transfers and frees the loop's curl state. */
+/* Loop teardown hook: aborts transfers and frees the loop's curl state.
+ * Called with loop->L set, after pending tasks were cancelled and before
+ * the final uv_run that waits for close callbacks. */
 void lunio__http_loop_close(lunio_loop *loop);
 
 #endif

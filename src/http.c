@@ -1,0 +1,1616 @@
+/*
+ * http.c - HTTP transfers on libcurl's multi_socket API, driven by the
+ * loop's libuv loop.
+ *
+ * Lua types:
+ *   lunio.HttpSession   one curl multi handle (connection pool, limits) and
+ *                       one share handle (cookie jar, TLS sessions). It is
+ *                       bound to the loop that first uses it and is torn
+ *                       down by close(), __close, __gc or that loop closing.
+ *   lunio.HttpTransfer  one request. It lives on the stack of the task that
+ *                       runs fetch, or inside a streamed Response; its __gc
+ *                       aborts a transfer still in flight.
+ *
+ * Threading model (design rules of docs/notes on libcurl + libuv):
+ *   - curl callbacks (socket, timer, write, header, progress, closesocket)
+ *     only touch C state: buffers, flags, uv handles. No Lua runs in them.
+ *   - every curl_multi_socket_action runs from a uv callback (poll, timer or
+ *     the idle "kick"), followed by a drain of curl_multi_info_read; tasks
+ *     parked on transfers are woken from there, never from a curl callback.
+ *   - poll contexts are keyed by fd in a per-session table, closed at once
+ *     on CURL_POLL_REMOVE and in CLOSESOCKETFUNCTION, freed in the uv close
+ *     callback.
+ *
+ * Lifetime: the C state of a session (sess) is malloc'd apart from its
+ * userdata so the uv handles can outlive it: sess_shutdown() cleans the
+ * curl handles and starts uv_close on every handle, the last close callback
+ * frees the struct. A transfer struct is the userdata itself; while its
+ * easy handle is in a multi it is linked on the session's active list, and
+ * whoever ends it (completion, cancel, abort, session shutdown, __gc)
+ * unlinks it first.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "internal.h"
+
+#define SESSION_MT "lunio.HttpSession"
+#define XFER_MT "lunio.HttpTransfer"
+
+/* Streamed bodies: pause the transfer above HWM buffered bytes, resume it
+ * when the reader has drained below half of it. */
+#define STREAM_HWM (1024 * 1024)
+/* Idle easy handles kept per session for reuse. */
+#define MAX_FREE_EASY 128
+
+typedef struct sess sess;
+typedef struct xfer xfer;
+
+typedef struct http_loop {
+  lunio_loop *loop;
+  sess *sessions;  /* every live session bound to this loop */
+  int default_ref; /* registry ref of the module-level session */
+} http_loop;
+
+/* A byte queue: [off, len) is unread. */
+typedef struct hbuf {
+  char *p;
+  size_t off, len, cap;
+} hbuf;
+
+typedef struct pollctx {
+  uv_poll_t h;
+  sess *s;
+  curl_socket_t fd;
+  int events;
+} pollctx;
+
+/* The Lua side of a session. */
+typedef struct sess_ud {
+  sess *s;    /* NULL until bound, and again once closed */
+  int closed; /* closed explicitly or by its loop */
+  long max_conn, max_host;
+} sess_ud;
+
+struct sess {
+  http_loop *hl;
+  lunio_loop *loop;
+  sess_ud *ud; /* NULL once the userdata was collected */
+  sess *next, *prev;
+  CURLM *multi;
+  CURLSH *share;
+  uv_timer_t timer; /* curl's timeout */
+  uv_idle_t kick;   /* curl asked for a 0 ms timeout */
+  pollctx **fds;    /* fd -> poll context */
+  int nfds;
+  xfer *active;   /* transfers whose easy handle is in the multi */
+  xfer *sig_head; /* transfers with something to tell their task */
+  CURL **free_easy;
+  int nfree;
+  int nactive;
+  int open_handles; /* uv handles whose close callback has not run */
+  int depth;        /* nesting of our uv callbacks */
+  int shut, close_pending;
+  int verbose; /* LUNIO_CURL_VERBOSE: libcurl's trace on stderr */
+};
+
+enum { X_RUNNING = 1, X_DONE, X_ABORTED };
+
+struct xfer {
+  sess *s; /* set while active */
+  lunio_loop *loop;
+  CURL *easy;
+  struct curl_slist *hdrs;
+  lunio_task *task;    /* parked task, if any */
+  xfer *next, *prev;   /* s->active */
+  xfer *snext, *sprev; /* s->sig_head */
+  int signalled;
+  int state;
+  int in_multi;
+  int stream, want_progress, progress_dirty;
+  int headers_ready, location_seen, follow;
+  int paused, too_large, write_errno;
+  const char *abort_kind, *abort_msg;
+  CURLcode result;
+  FILE *out;
+  char *out_path;
+  char *req_url, *eff_url;
+  hbuf body, head;
+  curl_off_t received, max_body;
+  curl_off_t dlnow, dltotal;
+  long status, version;
+  curl_off_t times[5];
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static size_t hbuf_avail(const hbuf *b) { return b->len - b->off; }
+
+static int hbuf_reserve(hbuf *b, size_t extra) {
+  size_t need, cap;
+  char *p;
+  if (b->off > 0 && b->off == b->len)
+    b->off = b->len = 0;
+  if (b->len + extra <= b->cap)
+    return 0;
+  if (b->off > 0) { /* compact before growing */
+    memmove(b->p, b->p + b->off, b->len - b->off);
+    b->len -= b->off;
+    b->off = 0;
+    if (b->len + extra <= b->cap)
+      return 0;
+  }
+  need = b->len + extra;
+  cap = b->cap ? b->cap : 1024;
+  while (cap < need)
+    cap *= 2;
+  p = realloc(b->p, cap);
+  if (p == NULL)
+    return -1;
+  b->p = p;
+  b->cap = cap;
+  return 0;
+}
+
+static int hbuf_add(hbuf *b, const char *s, size_t n) {
+  if (n == 0)
+    return 0;
+  if (hbuf_reserve(b, n) != 0)
+    return -1;
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  return 0;
+}
+
+static void hbuf_free(hbuf *b) {
+  free(b->p);
+  memset(b, 0, sizeof *b);
+}
+
+static char *xstrdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *p = malloc(n);
+  if (p)
+    memcpy(p, s, n);
+  return p;
+}
+
+/* ---- per-loop state ---------------------------------------------------- */
+
+static http_loop *hl_get(lunio_loop *loop) {
+  void **slot = lunio__http_slot(loop);
+  if (*slot == NULL) {
+    http_loop *hl = calloc(1, sizeof *hl);
+    if (hl == NULL)
+      return NULL;
+    hl->loop = loop;
+    hl->default_ref = LUA_NOREF;
+    *slot = hl;
+  }
+  return *slot;
+}
+
+/* ---- signal list: transfers whose parked task may need a wake-up ------- */
+
+static void sig_push(xfer *x) {
+  sess *s = x->s;
+  if (x->signalled || s == NULL)
+    return;
+  x->signalled = 1;
+  x->sprev = NULL;
+  x->snext = s->sig_head;
+  if (s->sig_head)
+    s->sig_head->sprev = x;
+  s->sig_head = x;
+}
+
+static void sig_unlink(xfer *x) {
+  sess *s = x->s;
+  if (!x->signalled || s == NULL)
+    return;
+  if (x->sprev)
+    x->sprev->snext = x->snext;
+  else
+    s->sig_head = x->snext;
+  if (x->snext)
+    x->snext->sprev = x->sprev;
+  x->snext = x->sprev = NULL;
+  x->signalled = 0;
+}
+
+/* Whether the task parked on x has something to look at. */
+static int xfer_wake_cond(const xfer *x) {
+  if (x->state != X_RUNNING)
+    return 1;
+  if (x->stream)
+    return x->headers_ready || hbuf_avail(&x->body) > 0;
+  return x->want_progress && x->progress_dirty;
+}
+
+static void wake(xfer *x) {
+  lunio_task *t = x->task;
+  if (t == NULL)
+    return;
+  x->task = NULL;
+  lunio__wake(lunio__loop_state(x->loop), t, 0, 0);
+}
+
+/* ---- active transfers and easy handles --------------------------------- */
+
+static void sess_ref_handles(sess *s, int on) {
+  uv_handle_t *a = (uv_handle_t *)&s->timer, *b = (uv_handle_t *)&s->kick;
+  if (on) {
+    uv_ref(a);
+    uv_ref(b);
+  } else {
+    uv_unref(a);
+    uv_unref(b);
+  }
+}
+
+static void active_link(sess *s, xfer *x) {
+  x->s = s;
+  x->prev = NULL;
+  x->next = s->active;
+  if (s->active)
+    s->active->prev = x;
+  s->active = x;
+  if (s->nactive++ == 0)
+    sess_ref_handles(s, 1);
+}
+
+static void active_unlink(xfer *x) {
+  sess *s = x->s;
+  if (x->prev)
+    x->prev->next = x->next;
+  else
+    s->active = x->next;
+  if (x->next)
+    x->next->prev = x->prev;
+  x->next = x->prev = NULL;
+  if (--s->nactive == 0 && !s->shut)
+    sess_ref_handles(s, 0);
+}
+
+/* An easy handle from the free list, or a new one (*fresh set). */
+static CURL *easy_get(sess *s, int *fresh) {
+  *fresh = s->nfree == 0;
+  if (s->nfree > 0)
+    return s->free_easy[--s->nfree];
+  return curl_easy_init();
+}
+
+static void easy_put(sess *s, CURL *e) {
+  if (s != NULL && !s->shut && s->nfree < MAX_FREE_EASY) {
+    /* 7.88.1's reset keeps (and leaks) the cookie file list; clearing it
+     * leaves the shared jar and the handle's cookie engine alone. */
+    curl_easy_setopt(e, CURLOPT_COOKIEFILE, NULL);
+    curl_easy_reset(e);
+    s->free_easy[s->nfree++] = e;
+  } else
+    curl_easy_cleanup(e);
+}
+
+/* Takes x out of its session: out of the multi, off both lists, easy
+ * handle recycled. x->state is left to the caller. */
+static void xfer_detach(xfer *x) {
+  sess *s = x->s;
+  if (s == NULL)
+    return;
+  sig_unlink(x);
+  active_unlink(x);
+  if (x->in_multi) {
+    curl_multi_remove_handle(s->multi, x->easy);
+    x->in_multi = 0;
+    lunio__io_end(x->loop);
+  }
+  if (x->easy) {
+    easy_put(s, x->easy);
+    x->easy = NULL;
+  }
+  curl_slist_free_all(x->hdrs);
+  x->hdrs = NULL;
+  x->s = NULL;
+}
+
+static void xfer_close_output(xfer *x) {
+  if (x->out) {
+    if (fclose(x->out) != 0 && x->write_errno == 0)
+      x->write_errno = errno;
+    x->out = NULL;
+  }
+}
+
+/* Ends a running transfer at once (cancel, close, collection). */
+static void xfer_abort(xfer *x, const char *kind, const char *msg) {
+  if (x->state != X_RUNNING)
+    return;
+  x->task = NULL;
+  xfer_detach(x);
+  xfer_close_output(x);
+  x->state = X_ABORTED;
+  x->abort_kind = kind;
+  x->abort_msg = msg;
+}
+
+static void collect_info(xfer *x) {
+  CURL *e = x->easy;
+  char *url = NULL;
+  long v = 0;
+  curl_off_t cl = -1;
+  if (e == NULL)
+    return;
+  curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &x->status);
+  curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &v);
+  x->version = v;
+  if (curl_easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK && url) {
+    char *copy = xstrdup(url);
+    if (copy) {
+      free(x->eff_url);
+      x->eff_url = copy;
+    }
+  }
+  curl_easy_getinfo(e, CURLINFO_NAMELOOKUP_TIME_T, &x->times[0]);
+  curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &x->times[1]);
+  curl_easy_getinfo(e, CURLINFO_APPCONNECT_TIME_T, &x->times[2]);
+  curl_easy_getinfo(e, CURLINFO_STARTTRANSFER_TIME_T, &x->times[3]);
+  curl_easy_getinfo(e, CURLINFO_TOTAL_TIME_T, &x->times[4]);
+  curl_easy_getinfo(e, CURLINFO_SIZE_DOWNLOAD_T, &x->dlnow);
+  curl_easy_getinfo(e, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+  x->dltotal = cl;
+}
+
+/* A DONE message arrived for x: record the result, give the easy handle
+ * back, wake the task. Loop context only. */
+static void xfer_complete(xfer *x, CURLcode rc) {
+  collect_info(x);
+  x->result = rc;
+  xfer_detach(x);
+  xfer_close_output(x);
+  x->state = X_DONE;
+  if (x->want_progress && rc == CURLE_OK) {
+    if (x->dltotal < 0)
+      x->dltotal = x->dlnow;
+    x->progress_dirty = 1;
+  }
+  wake(x);
+}
+
+/* ---- curl callbacks (C state only) ------------------------------------- */
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud) {
+  xfer *x = ud;
+  size_t len = size * n;
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+    x->head.off = x->head.len = 0;
+    x->location_seen = 0;
+    x->headers_ready = 0;
+  } else if (len >= 9 && strncasecmp(p, "location:", 9) == 0)
+    x->location_seen = 1;
+  if (hbuf_add(&x->head, p, len) != 0)
+    return 0;
+  if ((len == 2 && p[0] == '\r') || (len == 1 && p[0] == '\n')) {
+    /* End of a header block: final unless informational or a redirect
+     * that curl is about to follow. */
+    long code = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+    if (code >= 200 &&
+        !(x->follow && code >= 300 && code < 400 && x->location_seen)) {
+      if (!x->headers_ready && x->stream) {
+        x->headers_ready = 1;
+        sig_push(x);
+      }
+      x->headers_ready = 1;
+    }
+  }
+  return len;
+}
+
+static size_t on_write(char *p, size_t size, size_t n, void *ud) {
+  xfer *x = ud;
+  size_t len = size * n;
+  if (x->max_body >= 0 && x->received + (curl_off_t)len > x->max_body) {
+    x->too_large = 1;
+    return 0;
+  }
+  if (x->out) {
+    if (len && fwrite(p, 1, len, x->out) != len) {
+      x->write_errno = errno ? errno : EIO;
+      return 0;
+    }
+    x->received += (curl_off_t)len;
+    return len;
+  }
+  if (x->stream) {
+    if (!x->headers_ready)
+      x->headers_ready = 1;
+    if (hbuf_avail(&x->body) >= STREAM_HWM) {
+      x->paused = 1;
+      sig_push(x);
+      return CURL_WRITEFUNC_PAUSE;
+    }
+  } else if (x->body.cap == 0) {
+    /* Size the buffer once from Content-Length when it is known. */
+    curl_off_t cl = -1;
+    curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+    if (cl > 0 && cl < ((curl_off_t)1 << 31) &&
+        (x->max_body < 0 || cl <= x->max_body))
+      hbuf_reserve(&x->body, (size_t)cl);
+  }
+  if (hbuf_add(&x->body, p, len) != 0) {
+    x->write_errno = ENOMEM;
+    return 0;
+  }
+  x->received += (curl_off_t)len;
+  if (x->stream)
+    sig_push(x);
+  return len;
+}
+
+static int on_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow,
+                       curl_off_t ultotal, curl_off_t ulnow) {
+  xfer *x = ud;
+  (void)ultotal;
+  (void)ulnow;
+  if (dlnow != x->dlnow || (dltotal > 0 && dltotal != x->dltotal)) {
+    x->dlnow = dlnow;
+    x->dltotal = dltotal > 0 ? dltotal : -1;
+    x->progress_dirty = 1;
+    sig_push(x);
+  }
+  return 0;
+}
+
+static pollctx *fd_get(sess *s, curl_socket_t fd) {
+  return fd >= 0 && fd < s->nfds ? s->fds[fd] : NULL;
+}
+
+static int fd_put(sess *s, curl_socket_t fd, pollctx *c) {
+  if (fd >= s->nfds) {
+    int n = s->nfds ? s->nfds : 64;
+    pollctx **t;
+    while (n <= fd)
+      n *= 2;
+    t = realloc(s->fds, (size_t)n * sizeof *t);
+    if (t == NULL)
+      return -1;
+    memset(t + s->nfds, 0, (size_t)(n - s->nfds) * sizeof *t);
+    s->fds = t;
+    s->nfds = n;
+  }
+  s->fds[fd] = c;
+  return 0;
+}
+
+static void sess_maybe_free(sess *s) {
+  if (s->shut && s->open_handles == 0) {
+    free(s->fds);
+    free(s->free_easy);
+    free(s);
+  }
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  sess *s = h->data;
+  s->open_handles--;
+  sess_maybe_free(s);
+}
+
+static void on_poll_closed(uv_handle_t *h) {
+  pollctx *c = h->data;
+  sess *s = c->s;
+  free(c);
+  s->open_handles--;
+  sess_maybe_free(s);
+}
+
+/* Stops watching fd now (so the number may be reused at once) and frees
+ * the context once libuv is done with it. */
+static void poll_release(sess *s, pollctx *c) {
+  s->fds[c->fd] = NULL;
+  uv_poll_stop(&c->h);
+  uv_close((uv_handle_t *)&c->h, on_poll_closed);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp,
+                     void *socketp) {
+  sess *s = userp;
+  pollctx *c = fd_get(s, fd);
+  int ev = 0, rc;
+  (void)e;
+  (void)socketp;
+  if (what == CURL_POLL_REMOVE) {
+    if (c)
+      poll_release(s, c);
+    return 0;
+  }
+  if (c == NULL) {
+    c = calloc(1, sizeof *c);
+    if (c == NULL)
+      return 0; /* never -1: that would abort every transfer */
+    rc = uv_poll_init_socket(lunio__uv(s->loop), &c->h, fd);
+    if (rc != 0 || fd_put(s, fd, c) != 0) {
+      if (rc == 0) {
+        c->s = s;
+        c->h.data = c;
+        s->open_handles++;
+        uv_close((uv_handle_t *)&c->h, on_poll_closed);
+      } else
+        free(c);
+      fprintf(stderr, "lunio.http: cannot watch socket %d: %s\n", (int)fd,
+              rc ? uv_strerror(rc) : "out of memory");
+      return 0;
+    }
+    c->s = s;
+    c->fd = fd;
+    c->h.data = c;
+    s->open_handles++;
+  }
+  if (what & CURL_POLL_IN)
+    ev |= UV_READABLE;
+  if (what & CURL_POLL_OUT)
+    ev |= UV_WRITABLE;
+  c->events = ev;
+  rc = uv_poll_start(&c->h, ev, on_poll);
+  if (rc != 0)
+    fprintf(stderr, "lunio.http: cannot poll socket %d: %s\n", (int)fd,
+            uv_strerror(rc));
+  return 0;
+}
+
+static int on_closesocket(void *userp, curl_socket_t fd) {
+  sess *s = userp;
+  pollctx *c = fd_get(s, fd);
+  if (c)
+    poll_release(s, c);
+  return close(fd);
+}
+
+static void on_timer(uv_timer_t *h);
+static void on_kick(uv_idle_t *h);
+
+static int on_curl_timer(CURLM *m, long ms, void *userp) {
+  sess *s = userp;
+  (void)m;
+  if (ms < 0) {
+    uv_timer_stop(&s->timer);
+    uv_idle_stop(&s->kick);
+  } else if (ms == 0) {
+    /* Run on the next loop iteration, from an idle handle: a 0 ms uv timer
+     * restarted from a timer callback spins in libuv < 1.48. */
+    uv_timer_stop(&s->timer);
+    uv_idle_start(&s->kick, on_kick);
+  } else {
+    uv_idle_stop(&s->kick);
+    uv_timer_start(&s->timer, on_timer, (uint64_t)ms, 0);
+  }
+  return 0;
+}
+
+/* ---- driving curl from the loop ---------------------------------------- */
+
+static void sess_shutdown(sess *s);
+
+static void sess_enter(sess *s) { s->depth++; }
+
+static void sess_leave(sess *s) {
+  if (--s->depth == 0 && s->close_pending)
+    sess_shutdown(s);
+}
+
+/* After every socket_action: finish DONE transfers, then wake the tasks of
+ * transfers that signalled something. */
+static void sess_process(sess *s) {
+  CURLMsg *m;
+  xfer *x;
+  int q;
+  while (!s->shut && (m = curl_multi_info_read(s->multi, &q)) != NULL) {
+    CURL *e;
+    CURLcode rc;
+    char *priv = NULL;
+    if (m->msg != CURLMSG_DONE)
+      continue;
+    e = m->easy_handle;
+    rc = m->data.result;
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
+    if (priv)
+      xfer_complete((xfer *)priv, rc);
+    else {
+      curl_multi_remove_handle(s->multi, e);
+      curl_easy_cleanup(e);
+    }
+  }
+  while (!s->shut && (x = s->sig_head) != NULL) {
+    sig_unlink(x);
+    if (x->task && xfer_wake_cond(x))
+      wake(x);
+  }
+}
+
+static void sess_action(sess *s, curl_socket_t fd, int flags) {
+  int running = 0;
+  if (s->shut)
+    return;
+  sess_enter(s);
+  curl_multi_socket_action(s->multi, fd, flags, &running);
+  sess_process(s);
+  sess_leave(s);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  pollctx *c = h->data;
+  sess *s = c->s;
+  curl_socket_t fd = c->fd;
+  int flags = 0;
+  if (status < 0) {
+    /* POLLERR/POLLHUP: libuv already stopped the watcher. */
+    flags = CURL_CSELECT_ERR;
+    if (c->events & UV_READABLE)
+      flags |= CURL_CSELECT_IN;
+    if (c->events & UV_WRITABLE)
+      flags |= CURL_CSELECT_OUT;
+  } else {
+    if (events & UV_READABLE)
+      flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE)
+      flags |= CURL_CSELECT_OUT;
+  }
+  sess_enter(s);
+  sess_action(s, fd, flags);
+  if (status < 0 && !s->shut && fd_get(s, fd) == c)
+    uv_poll_start(&c->h, c->events, on_poll); /* curl still wants it */
+  sess_leave(s);
+}
+
+static void on_timer(uv_timer_t *h) {
+  sess_action(h->data, CURL_SOCKET_TIMEOUT, 0);
+}
+
+static void on_kick(uv_idle_t *h) {
+  uv_idle_stop(h);
+  sess_action(h->data, CURL_SOCKET_TIMEOUT, 0);
+}
+
+/* ---- sessions ---------------------------------------------------------- */
+
+static sess *sess_new(lunio_loop *loop, sess_ud *u) {
+  http_loop *hl = hl_get(loop);
+  uv_loop_t *uv = lunio__uv(loop);
+  sess *s;
+  if (hl == NULL || (s = calloc(1, sizeof *s)) == NULL)
+    return NULL;
+  s->free_easy = malloc(MAX_FREE_EASY * sizeof *s->free_easy);
+  s->multi = curl_multi_init();
+  s->share = curl_share_init();
+  if (!s->free_easy || !s->multi || !s->share) {
+    if (s->multi)
+      curl_multi_cleanup(s->multi);
+    if (s->share)
+      curl_share_cleanup(s->share);
+    free(s->free_easy);
+    free(s);
+    return NULL;
+  }
+  s->hl = hl;
+  s->loop = loop;
+  s->ud = u;
+  {
+    const char *v = getenv("LUNIO_CURL_VERBOSE");
+    s->verbose = v != NULL && *v != '\0' && *v != '0';
+  }
+  curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+  curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
+  curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+  curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
+  curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, u->max_conn);
+  curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, u->max_host);
+  curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_COOKIE);
+  curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  uv_timer_init(uv, &s->timer);
+  uv_idle_init(uv, &s->kick);
+  s->timer.data = s;
+  s->kick.data = s;
+  s->open_handles = 2;
+  sess_ref_handles(s, 0);
+  s->next = hl->sessions;
+  if (hl->sessions)
+    hl->sessions->prev = s;
+  hl->sessions = s;
+  return s;
+}
+
+/* Aborts every transfer, cleans the curl handles and starts closing the uv
+ * handles; the struct is freed by the last close callback. Tasks parked on
+ * its transfers are woken to see kind "closed", except at loop close (the
+ * core already cancelled them). */
+static void sess_teardown(sess *s, int wake_tasks) {
+  int i;
+  if (s->shut)
+    return;
+  s->shut = 1;
+  s->close_pending = 0;
+  if (s->ud) {
+    s->ud->s = NULL;
+    s->ud->closed = 1;
+    s->ud = NULL;
+  }
+  if (s->hl) {
+    if (s->prev)
+      s->prev->next = s->next;
+    else
+      s->hl->sessions = s->next;
+    if (s->next)
+      s->next->prev = s->prev;
+    s->hl = NULL;
+  }
+  while (s->active) {
+    xfer *x = s->active;
+    lunio_task *t = wake_tasks ? x->task : NULL;
+    xfer_abort(x, "closed", "the HTTP session was closed");
+    if (t) {
+      x->task = t;
+      wake(x);
+    }
+  }
+  while (s->nfree > 0)
+    curl_easy_cleanup(s->free_easy[--s->nfree]);
+  curl_multi_cleanup(s->multi); /* may call on_socket / on_closesocket */
+  s->multi = NULL;
+  curl_share_cleanup(s->share);
+  s->share = NULL;
+  for (i = 0; i < s->nfds; i++)
+    if (s->fds[i])
+      poll_release(s, s->fds[i]);
+  uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&s->kick, on_handle_closed);
+}
+
+static void sess_shutdown(sess *s) {
+  if (s->depth > 0) {
+    /* Inside one of our own callbacks: finish when it returns. */
+    s->close_pending = 1;
+    if (s->ud) {
+      s->ud->s = NULL;
+      s->ud->closed = 1;
+      s->ud = NULL;
+    }
+    return;
+  }
+  sess_teardown(s, 1);
+}
+
+void lunio__http_loop_close(lunio_loop *loop) {
+  void **slot = lunio__http_slot(loop);
+  http_loop *hl = *slot;
+  if (hl == NULL)
+    return;
+  while (hl->sessions) {
+    sess *s = hl->sessions;
+    s->depth = 0;
+    sess_teardown(s, 0);
+  }
+  if (hl->default_ref != LUA_NOREF) {
+    lua_State *L = lunio__loop_state(loop);
+    if (L)
+      luaL_unref(L, LUA_REGISTRYINDEX, hl->default_ref);
+  }
+  free(hl);
+  *slot = NULL;
+}
+
+static sess_ud *check_session(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, SESSION_MT);
+}
+
+/* The session's C state on the running loop, binding it on first use. */
+static sess *session_bind(lua_State *L, sess_ud *u, lunio_loop *loop) {
+  if (u->closed)
+    lunio__error_raise(L, "closed", "the HTTP session is closed");
+  if (loop->closing || loop->closed)
+    lunio__error_raise(L, "closed", "the loop is closing");
+  if (u->s == NULL) {
+    u->s = sess_new(loop, u);
+    if (u->s == NULL)
+      luaL_error(L, "cannot create an HTTP session: out of memory");
+  } else if (u->s->loop != loop)
+    lunio__error_raise(L, "invalid_state",
+                       "the HTTP session belongs to another loop");
+  return u->s;
+}
+
+static sess_ud *push_session(lua_State *L, long max_conn, long max_host) {
+  sess_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+  memset(u, 0, sizeof *u);
+  u->max_conn = max_conn;
+  u->max_host = max_host;
+  luaL_setmetatable(L, SESSION_MT);
+  return u;
+}
+
+/* session_new(max_connections, max_per_host [, config]) -> Session; the
+ * config value (http.lua's defaults) is kept in the userdata. */
+static int http_session_new(lua_State *L) {
+  lua_Integer mc = luaL_optinteger(L, 1, 0), mh = luaL_optinteger(L, 2, 0);
+  luaL_argcheck(L, mc >= 0, 1, "must not be negative");
+  luaL_argcheck(L, mh >= 0, 2, "must not be negative");
+  lua_settop(L, 3);
+  push_session(L, (long)mc, (long)mh);
+  lua_pushvalue(L, 3);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+/* session_config(session) -> the config given to session_new, or nil */
+static int http_session_config(lua_State *L) {
+  check_session(L, 1);
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+/* default_session([fname]) -> the running loop's shared Session; fname
+ * names the caller in the "outside a running task" error. */
+static int http_default_session(lua_State *L) {
+  lunio_loop *loop;
+  http_loop *hl;
+  lunio__check_in_task(L, luaL_optstring(L, 1, "fetch"));
+  lua_settop(L, 0);
+  loop = lunio__running_loop(L);
+  hl = hl_get(loop);
+  if (hl == NULL)
+    return luaL_error(L, "out of memory");
+  if (hl->default_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, hl->default_ref);
+    return 1;
+  }
+  push_session(L, 100, 0);
+  lua_pushvalue(L, -1);
+  hl->default_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
+static int session_close(lua_State *L) {
+  sess_ud *u = check_session(L, 1);
+  u->closed = 1;
+  if (u->s)
+    sess_shutdown(u->s);
+  return 0;
+}
+
+static int session_gc(lua_State *L) {
+  sess_ud *u = luaL_checkudata(L, 1, SESSION_MT);
+  if (u->s) {
+    u->s->ud = NULL;
+    sess_shutdown(u->s);
+    u->s = NULL;
+  }
+  return 0;
+}
+
+static int session_closed(lua_State *L) {
+  lua_pushboolean(L, check_session(L, 1)->closed);
+  return 1;
+}
+
+/* session:stats() -> {active=, sockets=, idle_handles=, bound=} */
+static int session_stats(lua_State *L) {
+  sess_ud *u = check_session(L, 1);
+  sess *s = u->s;
+  int socks = 0, i;
+  lua_createtable(L, 0, 4);
+  if (s)
+    for (i = 0; i < s->nfds; i++)
+      socks += s->fds[i] != NULL;
+  lua_pushinteger(L, s ? s->nactive : 0);
+  lua_setfield(L, -2, "active");
+  lua_pushinteger(L, socks);
+  lua_setfield(L, -2, "sockets");
+  lua_pushinteger(L, s ? s->nfree : 0);
+  lua_setfield(L, -2, "idle_handles");
+  lua_pushboolean(L, s != NULL);
+  lua_setfield(L, -2, "bound");
+  return 1;
+}
+
+static int session_tostring(lua_State *L) {
+  sess_ud *u = check_session(L, 1);
+  lua_pushfstring(L, "lunio.HttpSession<%s>: %p",
+                  u->closed ? "closed"
+                  : u->s    ? "open"
+                            : "unbound",
+                  (void *)u);
+  return 1;
+}
+
+/* ---- errors ------------------------------------------------------------ */
+
+static const char *curl_kind(CURLcode rc) {
+  switch (rc) {
+  case CURLE_OPERATION_TIMEDOUT:
+    return "timeout";
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_RESOLVE_PROXY:
+    return "resolve";
+  case CURLE_COULDNT_CONNECT:
+  case CURLE_PROXY:
+    return "connect";
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_SHUTDOWN_FAILED:
+  case CURLE_SSL_CRL_BADFILE:
+  case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+  case CURLE_SSL_INVALIDCERTSTATUS:
+  case CURLE_SSL_ENGINE_NOTFOUND:
+  case CURLE_SSL_ENGINE_SETFAILED:
+  case CURLE_SSL_ENGINE_INITFAILED:
+  case CURLE_SSL_CLIENTCERT:
+  case CURLE_USE_SSL_FAILED:
+    return "tls";
+  case CURLE_TOO_MANY_REDIRECTS:
+    return "too_many_redirects";
+  case CURLE_FILESIZE_EXCEEDED:
+    return "body_too_large";
+  case CURLE_ABORTED_BY_CALLBACK:
+    return "aborted";
+  default:
+    return "protocol";
+  }
+}
+
+/* Lower-case libuv name of an errno value ("enospc"), as lunio.fs uses. */
+static void push_errno_kind(lua_State *L, int err) {
+  const char *name = uv_err_name(uv_translate_sys_error(err));
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (; *name; name++)
+    luaL_addchar(&b, (char)(*name >= 'A' && *name <= 'Z' ? *name + 32 : *name));
+  luaL_pushresult(&b);
+}
+
+static int raise_xfer(lua_State *L, xfer *x) {
+  const char *url = x->req_url ? x->req_url : "?";
+  if (x->state == X_ABORTED) {
+    lunio__error_new(L, x->abort_kind, "%s: %s", url, x->abort_msg);
+    lua_pushstring(L, url);
+    lua_setfield(L, -2, "url");
+    return lua_error(L);
+  }
+  if (x->result == CURLE_WRITE_ERROR && x->too_large) {
+    lunio__error_new(L, "body_too_large",
+                     "%s: the body is larger than max_body_size (%I bytes)",
+                     url, (lua_Integer)x->max_body);
+  } else if (x->result == CURLE_WRITE_ERROR && x->write_errno) {
+    push_errno_kind(L, x->write_errno);
+    lunio__error_new(L, lua_tostring(L, -1), "%s: cannot write %s: %s", url,
+                     x->out_path ? x->out_path : "the body",
+                     strerror(x->write_errno));
+    if (x->out_path) {
+      lua_pushstring(L, x->out_path);
+      lua_setfield(L, -2, "path");
+    }
+  } else {
+    const char *msg = x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result);
+    lunio__error_new(L, curl_kind(x->result), "%s: %s", url, msg);
+  }
+  lua_pushstring(L, url);
+  lua_setfield(L, -2, "url");
+  lua_pushinteger(L, (lua_Integer)x->result);
+  lua_setfield(L, -2, "curl_code");
+  return lua_error(L);
+}
+
+/* ---- transfers ---------------------------------------------------------- */
+
+static xfer *check_xfer(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, XFER_MT);
+}
+
+static void xfer_on_cancel(lunio_task *t, void *data) {
+  xfer *x = data;
+  (void)t;
+  x->task = NULL;
+  xfer_abort(x, "aborted", "the transfer was cancelled");
+}
+
+static int xfer_gc(lua_State *L) {
+  xfer *x = luaL_checkudata(L, 1, XFER_MT);
+  xfer_abort(x, "aborted", "the transfer was collected");
+  xfer_close_output(x);
+  hbuf_free(&x->body);
+  hbuf_free(&x->head);
+  free(x->req_url);
+  free(x->eff_url);
+  free(x->out_path);
+  x->req_url = x->eff_url = x->out_path = NULL;
+  return 0;
+}
+
+/* transfer:close(): abort if still running, drop buffered data. */
+static int xfer_close(lua_State *L) {
+  xfer *x = check_xfer(L, 1);
+  xfer_abort(x, "aborted", "the response was closed");
+  hbuf_free(&x->body);
+  return 0;
+}
+
+static double usec(curl_off_t v) { return (double)v / 1e6; }
+
+static void push_timings(lua_State *L, xfer *x) {
+  lua_createtable(L, 0, 5);
+  lua_pushnumber(L, usec(x->times[0]));
+  lua_setfield(L, -2, "dns");
+  lua_pushnumber(L, usec(x->times[1]));
+  lua_setfield(L, -2, "connect");
+  lua_pushnumber(L, usec(x->times[2]));
+  lua_setfield(L, -2, "tls");
+  lua_pushnumber(L, usec(x->times[3]));
+  lua_setfield(L, -2, "ttfb");
+  lua_pushnumber(L, usec(x->times[4]));
+  lua_setfield(L, -2, "total");
+}
+
+static const char *version_name(long v) {
+  switch (v) {
+  case CURL_HTTP_VERSION_1_0:
+    return "1.0";
+  case CURL_HTTP_VERSION_1_1:
+    return "1.1";
+  case CURL_HTTP_VERSION_2_0:
+    return "2";
+  case CURL_HTTP_VERSION_3:
+    return "3";
+  default:
+    return "";
+  }
+}
+
+static const char *skip_ws(const char *p, const char *e) {
+  while (p < e && (*p == ' ' || *p == '\t'))
+    p++;
+  return p;
+}
+
+static const char *trim_end(const char *p, const char *e) {
+  while (e > p &&
+         (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n'))
+    e--;
+  return e;
+}
+
+/* Parses the header buffer into info.reason and info.headers, a flat list
+ * {name1, value1, name2, value2, ...} in arrival order. */
+static void push_headers(lua_State *L, xfer *x, int info) {
+  const char *p = x->head.p, *end = p + x->head.len;
+  int n = 0, first = 1;
+  lua_newtable(L);
+  while (p && p < end) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    const char *le = nl ? nl : end, *ve = trim_end(p, le);
+    if (first && ve - p >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+      /* "HTTP/1.1 200 OK": the reason is what follows the code. */
+      const char *q = memchr(p, ' ', (size_t)(ve - p));
+      if (q) {
+        q = skip_ws(q, ve);
+        while (q < ve && *q >= '0' && *q <= '9')
+          q++;
+        q = skip_ws(q, ve);
+        lua_pushlstring(L, q, (size_t)(ve - q));
+      } else
+        lua_pushliteral(L, "");
+      lua_setfield(L, info, "reason");
+    } else if (ve > p && (*p == ' ' || *p == '\t') && n > 0) {
+      /* obsolete line folding: continue the previous value */
+      const char *q = skip_ws(p, ve);
+      lua_rawgeti(L, -1, n);
+      lua_pushliteral(L, " ");
+      lua_pushlstring(L, q, (size_t)(ve - q));
+      lua_concat(L, 3);
+      lua_rawseti(L, -2, n);
+    } else if (ve > p) {
+      const char *colon = memchr(p, ':', (size_t)(ve - p));
+      if (colon) {
+        const char *v = skip_ws(colon + 1, ve);
+        lua_pushlstring(L, p, (size_t)(trim_end(p, colon) - p));
+        lua_rawseti(L, -2, ++n);
+        lua_pushlstring(L, v, (size_t)(ve - v));
+        lua_rawseti(L, -2, ++n);
+      }
+    }
+    first = 0;
+    p = nl ? nl + 1 : end;
+  }
+  lua_setfield(L, info, "headers");
+}
+
+/* The response table handed to http.lua. */
+static void push_info(lua_State *L, xfer *x) {
+  int info;
+  lua_createtable(L, 0, 9);
+  info = lua_gettop(L);
+  lua_pushinteger(L, x->status);
+  lua_setfield(L, info, "status");
+  lua_pushliteral(L, "");
+  lua_setfield(L, info, "reason");
+  lua_pushstring(L, version_name(x->version));
+  lua_setfield(L, info, "http_version");
+  lua_pushstring(L, x->eff_url ? x->eff_url : x->req_url);
+  lua_setfield(L, info, "url");
+  push_headers(L, x, info);
+  push_timings(L, x);
+  lua_setfield(L, info, "timings");
+  if (x->dltotal >= 0) {
+    lua_pushinteger(L, (lua_Integer)x->dltotal);
+    lua_setfield(L, info, "content_length");
+  }
+  if (!x->stream && !x->out_path) {
+    lua_pushlstring(L, x->body.p ? x->body.p + x->body.off : "",
+                    hbuf_avail(&x->body));
+    lua_setfield(L, info, "body");
+    hbuf_free(&x->body);
+  }
+  if (!x->stream)
+    hbuf_free(&x->head);
+}
+
+/* Stack of perform and its continuation:
+ * 1 session, 2 spec, 3 on_progress (or nil), 4 transfer. */
+enum { CTX_PARK = 1, CTX_PROGRESS };
+
+static int perform_k(lua_State *L, int status, lua_KContext ctx);
+
+static int perform_finish(lua_State *L, xfer *x) {
+  if (x->state == X_ABORTED || (x->state == X_DONE && x->result != CURLE_OK))
+    return raise_xfer(L, x);
+  if (x->state == X_RUNNING)
+    collect_info(x); /* streamed: the headers are in */
+  push_info(L, x);
+  if (x->stream) {
+    lua_pushvalue(L, 4);
+    return 2;
+  }
+  return 1;
+}
+
+static int perform_wait(lua_State *L, xfer *x) {
+  for (;;) {
+    lunio_task *t;
+    if (x->want_progress && x->progress_dirty &&
+        (x->state == X_RUNNING ||
+         (x->state == X_DONE && x->result == CURLE_OK))) {
+      int rc;
+      x->progress_dirty = 0;
+      lua_pushvalue(L, 3);
+      lua_pushinteger(L, (lua_Integer)x->dlnow);
+      if (x->dltotal >= 0)
+        lua_pushinteger(L, (lua_Integer)x->dltotal);
+      else
+        lua_pushnil(L);
+      rc = lua_pcallk(L, 2, 0, 0, CTX_PROGRESS, perform_k);
+      if (rc != LUA_OK) {
+        xfer_abort(x, "aborted", "on_progress failed");
+        return lua_error(L);
+      }
+      continue;
+    }
+    if (x->state != X_RUNNING || (x->stream && x->headers_ready))
+      return perform_finish(L, x);
+    t = lunio__check_in_task(L, "fetch");
+    x->task = t;
+    return lunio__park_c(L, t, xfer_on_cancel, x, CTX_PARK, perform_k);
+  }
+}
+
+static int perform_k(lua_State *L, int status, lua_KContext ctx) {
+  xfer *x = check_xfer(L, 4);
+  if (ctx == CTX_PARK) {
+    lunio_task *t = lunio__check_in_task(L, "fetch");
+    lunio__resumed(L, t);
+  } else if (status != LUA_OK && status != LUA_YIELD) {
+    xfer_abort(x, "aborted", "on_progress failed");
+    return lua_error(L);
+  }
+  lua_settop(L, 4);
+  return perform_wait(L, x);
+}
+
+static const char *opt_string(lua_State *L, int spec, const char *k) {
+  const char *s;
+  lua_getfield(L, spec, k);
+  s = lua_tostring(L, -1); /* kept alive by the spec table */
+  lua_pop(L, 1);
+  return s;
+}
+
+static double opt_number(lua_State *L, int spec, const char *k, double d) {
+  double v;
+  lua_getfield(L, spec, k);
+  v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : d;
+  lua_pop(L, 1);
+  return v;
+}
+
+static int opt_bool(lua_State *L, int spec, const char *k, int d) {
+  int t, v;
+  t = lua_getfield(L, spec, k);
+  v = t == LUA_TNIL ? d : lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static long ms_of(double seconds) {
+  double ms = seconds * 1000.0;
+  if (ms < 1)
+    return 1;
+  if (ms > 2147483647.0)
+    return 2147483647L;
+  return (long)ms;
+}
+
+/* Applies the spec table to a fresh easy handle. On bad input it pushes
+ * the error value and returns 1, so the caller can undo before raising. */
+static int setup_easy(lua_State *L, sess *s, xfer *x, int spec, int fresh) {
+  CURL *e = x->easy;
+  const char *url, *method, *body, *str;
+  size_t body_len = 0;
+  double num;
+  int i, n;
+  long redirects;
+
+  url = opt_string(L, spec, "url");
+  if (url == NULL) {
+    lua_pushliteral(L, "spec.url missing");
+    return 1;
+  }
+  x->req_url = xstrdup(url);
+  method = opt_string(L, spec, "method");
+  if (method == NULL)
+    method = "GET";
+
+  curl_easy_setopt(e, CURLOPT_URL, url);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_closesocket);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, s);
+  /* The share holds the cookie jar. Loading the (empty) cookie file turns
+   * the handle's cookie engine on, and curl_easy_reset keeps it on; setting
+   * COOKIEFILE again on a recycled handle would leak its list in 7.88.1. */
+  curl_easy_setopt(e, CURLOPT_SHARE, s->share);
+  if (fresh)
+    curl_easy_setopt(e, CURLOPT_COOKIEFILE, "");
+  curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
+  /* Wait for a connection being set up that may multiplex (h2 by ALPN)
+   * rather than open another; plain HTTP/1.1 cannot multiplex. */
+  if (strncasecmp(url, "https:", 6) == 0)
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+  if (s->verbose)
+    curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
+
+  /* method and body */
+  lua_getfield(L, spec, "body");
+  body = lua_tolstring(L, -1, &body_len);
+  if (body) /* POSTFIELDS is not copied: the transfer keeps the string */
+    lua_setiuservalue(L, 4, 1);
+  else
+    lua_pop(L, 1);
+  if (strcmp(method, "GET") == 0 && body == NULL)
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+  else if (strcmp(method, "HEAD") == 0 && body == NULL)
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  else {
+    if (strcmp(method, "POST") != 0)
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    if (body || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+        strcmp(method, "PATCH") == 0) {
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
+    }
+  }
+
+  /* headers: a list of complete "Name: value" lines */
+  lua_getfield(L, spec, "headers");
+  if (lua_istable(L, -1)) {
+    n = (int)luaL_len(L, -1);
+    for (i = 1; i <= n; i++) {
+      struct curl_slist *l;
+      lua_rawgeti(L, -1, i);
+      str = lua_tostring(L, -1);
+      if (str == NULL || strpbrk(str, "\r\n") != NULL) {
+        lua_pushfstring(L, "invalid header line #%d", i);
+        return 1;
+      }
+      l = curl_slist_append(x->hdrs, str);
+      lua_pop(L, 1);
+      if (l == NULL) {
+        lua_pushliteral(L, "out of memory");
+        return 1;
+      }
+      x->hdrs = l;
+    }
+  }
+  lua_pop(L, 1);
+  if (x->hdrs)
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
+
+  /* timeouts and redirects */
+  num = opt_number(L, spec, "timeout", -1);
+  if (num > 0)
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, ms_of(num));
+  num = opt_number(L, spec, "connect_timeout", -1);
+  if (num > 0)
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ms_of(num));
+  redirects = (long)opt_number(L, spec, "redirects", 10);
+  x->follow = redirects > 0;
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, redirects > 0 ? 1L : 0L);
+  curl_easy_setopt(e, CURLOPT_MAXREDIRS, redirects > 0 ? redirects : 0L);
+
+  /* TLS, proxy, protocol version, encoding */
+  if (!opt_bool(L, spec, "verify", 1)) {
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+  if ((str = opt_string(L, spec, "cainfo")) != NULL)
+    curl_easy_setopt(e, CURLOPT_CAINFO, str);
+  if ((str = opt_string(L, spec, "proxy")) != NULL)
+    curl_easy_setopt(e, CURLOPT_PROXY, str);
+  if ((str = opt_string(L, spec, "http_version")) != NULL) {
+    long v = CURL_HTTP_VERSION_NONE;
+    if (strcmp(str, "1.0") == 0 || strcmp(str, "1.1") == 0) {
+      v = str[2] == '0' ? CURL_HTTP_VERSION_1_0 : CURL_HTTP_VERSION_1_1;
+      curl_easy_setopt(e, CURLOPT_PIPEWAIT, 0L);
+    } else if (strcmp(str, "2") == 0) {
+      v = CURL_HTTP_VERSION_2_0;
+      curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    } else if (strcmp(str, "2-prior-knowledge") == 0) {
+      v = CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
+      /* libcurl < 8.0.0 (curl#10634, fixed by curl PR #10643): a transfer
+       * that joins an existing h2c prior-knowledge connection, idle or
+       * busy, stacks a second HTTP/2 filter on it and fails with
+       * CURLE_HTTP2. Give each such transfer a connection of its own. */
+      if (curl_version_info(CURLVERSION_NOW)->version_num < 0x080000 &&
+          strncasecmp(url, "http:", 5) == 0) {
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+        curl_easy_setopt(e, CURLOPT_PIPEWAIT, 0L);
+      }
+    } else {
+      lua_pushfstring(L, "invalid http_version '%s'", str);
+      return 1;
+    }
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, v);
+  }
+  if (opt_bool(L, spec, "decompress", 1))
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  if ((str = opt_string(L, spec, "user")) != NULL) {
+    const char *pw = opt_string(L, spec, "password");
+    curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+    curl_easy_setopt(e, CURLOPT_USERNAME, str);
+    curl_easy_setopt(e, CURLOPT_PASSWORD, pw ? pw : "");
+  }
+
+  /* body handling */
+  num = opt_number(L, spec, "max_body_size", -1);
+  x->max_body = num >= 0 ? (curl_off_t)num : -1;
+  if (x->max_body >= 0)
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, x->max_body);
+  x->stream = opt_bool(L, spec, "stream", 0);
+  if (!lua_isnil(L, 3) && !x->stream) {
+    x->want_progress = 1;
+    curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+    curl_easy_setopt(e, CURLOPT_XFERINFODATA, x);
+  }
+  if ((str = opt_string(L, spec, "output")) != NULL) {
+    x->out_path = xstrdup(str);
+    x->out = fopen(str, "wb");
+    if (x->out == NULL) {
+      int err = errno;
+      push_errno_kind(L, err);
+      lunio__error_new(L, lua_tostring(L, -1), "cannot open %s: %s", str,
+                       strerror(err));
+      lua_pushstring(L, str);
+      lua_setfield(L, -2, "path");
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* perform(session, spec) -> info [, transfer]
+ * spec: url, method, headers (list of lines), body, timeout,
+ * connect_timeout, redirects, verify, cainfo, proxy, http_version,
+ * decompress, stream, output, max_body_size, user, password, on_progress */
+static int http_perform(lua_State *L) {
+  sess_ud *u = check_session(L, 1);
+  lunio_loop *loop;
+  sess *s;
+  xfer *x;
+  CURLMcode mrc;
+  int fresh;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lunio__check_in_task(L, "fetch");
+  loop = lunio__running_loop(L);
+  s = session_bind(L, u, loop);
+  lua_getfield(L, 2, "on_progress");      /* 3 */
+  x = lua_newuserdatauv(L, sizeof *x, 1); /* 4 */
+  memset(x, 0, sizeof *x);
+  x->loop = loop;
+  x->max_body = -1;
+  x->dltotal = -1;
+  luaL_setmetatable(L, XFER_MT);
+  x->easy = easy_get(s, &fresh);
+  if (x->easy == NULL)
+    return luaL_error(L, "cannot create a curl handle");
+  x->state = X_RUNNING;
+  active_link(s, x); /* from here on __gc/abort clean up */
+  if (setup_easy(L, s, x, 2, fresh) != 0) {
+    xfer_abort(x, "aborted", "bad request");
+    return lua_error(L);
+  }
+  mrc = curl_multi_add_handle(s->multi, x->easy);
+  if (mrc != CURLM_OK) {
+    xfer_abort(x, "aborted", "cannot start the transfer");
+    return luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror(mrc));
+  }
+  x->in_multi = 1;
+  lunio__io_begin(loop);
+  return perform_wait(L, x);
+}
+
+/* Resumes a paused stream once the reader drained below half the mark. */
+static void maybe_unpause(xfer *x) {
+  if (x->paused && x->state == X_RUNNING && x->easy &&
+      hbuf_avail(&x->body) < STREAM_HWM / 2) {
+    x->paused = 0;
+    curl_easy_pause(x->easy, CURLPAUSE_CONT); /* may call on_write now */
+  }
+}
+
+static int read_k(lua_State *L, int status, lua_KContext ctx);
+
+static int read_wait(lua_State *L, xfer *x) {
+  lua_Integer n = lua_tointeger(L, 2);
+  size_t avail = hbuf_avail(&x->body);
+  lunio_task *t;
+  if (avail > 0) {
+    size_t take = n > 0 && (size_t)n < avail ? (size_t)n : avail;
+    lua_pushlstring(L, x->body.p + x->body.off, take);
+    x->body.off += take;
+    if (x->body.off == x->body.len)
+      x->body.off = x->body.len = 0;
+    maybe_unpause(x);
+    return 1;
+  }
+  if (x->state == X_DONE && x->result == CURLE_OK) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (x->state != X_RUNNING)
+    return raise_xfer(L, x);
+  if (x->task != NULL)
+    return lunio__error_raise(L, "invalid_state",
+                              "another task is reading this response");
+  t = lunio__check_in_task(L, "read");
+  x->task = t;
+  return lunio__park_c(L, t, xfer_on_cancel, x, 0, read_k);
+}
+
+static int read_k(lua_State *L, int status, lua_KContext ctx) {
+  xfer *x = check_xfer(L, 1);
+  lunio_task *t = lunio__check_in_task(L, "read");
+  (void)status;
+  (void)ctx;
+  lunio__resumed(L, t);
+  lua_settop(L, 2);
+  return read_wait(L, x);
+}
+
+/* read(transfer [, n]) -> next piece of a streamed body (at most n bytes),
+ * or nil at the end; raises the transfer's error. */
+static int http_read(lua_State *L) {
+  xfer *x = check_xfer(L, 1);
+  lua_Integer n = luaL_optinteger(L, 2, 0);
+  luaL_argcheck(L, n >= 0, 2, "size must not be negative");
+  lua_settop(L, 1);
+  lua_pushinteger(L, n);
+  return read_wait(L, x);
+}
+
+/* transfer_info(transfer) -> timings, bytes received on the wire, done,
+ * bytes buffered for the reader, paused */
+static int http_transfer_info(lua_State *L) {
+  xfer *x = check_xfer(L, 1);
+  if (x->state == X_RUNNING)
+    collect_info(x);
+  push_timings(L, x);
+  lua_pushinteger(L, (lua_Integer)x->dlnow);
+  lua_pushboolean(L, x->state == X_DONE);
+  lua_pushinteger(L, (lua_Integer)hbuf_avail(&x->body));
+  lua_pushboolean(L, x->paused);
+  return 5;
+}
+
+static int xfer_tostring(lua_State *L) {
+  xfer *x = check_xfer(L, 1);
+  static const char *const names[] = {"new", "running", "done", "aborted"};
+  lua_pushfstring(L, "lunio.HttpTransfer<%s %s>", names[x->state],
+                  x->req_url ? x->req_url : "?");
+  return 1;
+}
+
+/* error(kind, message) -> a lunio error table (not raised) */
+static int http_error(lua_State *L) {
+  const char *kind = luaL_checkstring(L, 1);
+  const char *msg = luaL_checkstring(L, 2);
+  lunio__error_new(L, kind, "%s", msg);
+  return 1;
+}
+
+static int http_curl_version(lua_State *L) {
+  lua_pushstring(L, curl_version());
+  return 1;
+}
+
+static const luaL_Reg session_meta[] = {{"__gc", session_gc},
+                                        {"__close", session_close},
+                                        {"__tostring", session_tostring},
+                                        {NULL, NULL}};
+
+static const luaL_Reg session_methods[] = {{"close", session_close},
+                                           {"closed", session_closed},
+                                           {"stats", session_stats},
+                                           {NULL, NULL}};
+
+static const luaL_Reg xfer_meta[] = {{"__gc", xfer_gc},
+                                     {"__close", xfer_close},
+                                     {"__tostring", xfer_tostring},
+                                     {NULL, NULL}};
+
+static const luaL_Reg http_funcs[] = {{"session_new", http_session_new},
+                                      {"session_config", http_session_config},
+                                      {"default_session", http_default_session},
+                                      {"perform", http_perform},
+                                      {"read", http_read},
+                                      {"transfer_close", xfer_close},
+                                      {"transfer_info", http_transfer_info},
+                                      {"error", http_error},
+                                      {"curl_version", http_curl_version},
+                                      {NULL, NULL}};
+
+void lunio__open_http(lua_State *L) {
+  /* Reference-counted and thread-safe in this libcurl ("threadsafe"). */
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  if (luaL_newmetatable(L, SESSION_MT)) {
+    luaL_setfuncs(L, session_meta, 0);
+    luaL_newlib(L, session_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, XFER_MT))
+    luaL_setfuncs(L, xfer_meta, 0);
+  lua_pop(L, 1);
+  luaL_newlib(L, http_funcs);
+  luaL_getmetatable(L, SESSION_MT);
+  lua_getfield(L, -1, "__index");
+  lua_setfield(L, -3, "session_methods");
+  lua_pop(L, 1);
+}
