@@ -1,0 +1,214 @@
+-- Shared helpers for the core specs.
+--
+--   local h = require "helper"
+--   h.run(fn, ...)         run fn as the main task of a fresh loop
+--   h.new_loop()           a new loop that stops itself if it stalls (1 s)
+--   h.guard_default()      the same for the default loop (before_each)
+--   h.lua(script, args)    run lua5.4 in a subprocess -> stdout, stderr, code
+--   h.async(fn, opts)     lunio.testing.async with a 1 s default timeout
+--   h.catch(fn, ...)       the error fn raises (fails when it does not)
+--   h.reports(match)       capture the exception handler's reports
+local lunio = require "lunio"
+local core = require "lunio.core"
+
+local helper = {}
+
+-- A stalled loop must fail a spec, not hang the suite. Loops made by
+-- helper.new_loop() (and the default loop, between helper.guard_default()
+-- and helper.unguard_default()) stop themselves after `guard_seconds` of
+-- real time; run() then raises because its main task did not finish.
+-- Uses the loop's watchdog (the timer lunio.testing uses) when it exists.
+--
+-- Under valgrind (make check-valgrind) everything runs ~20x slower, and a
+-- bit slower under GC stress: time limits are scaled by helper.time_scale.
+local preload = os.getenv("LD_PRELOAD") or ""
+helper.time_scale = (preload:find("vgpreload", 1, true) and 20 or 1)
+  * ((os.getenv("LUNIO_GC_STRESS") or "0") ~= "0" and 3 or 1)
+helper.guard_seconds = 1 * helper.time_scale
+
+local function guard(loop)
+  if loop.set_watchdog then
+    loop:set_watchdog(helper.guard_seconds, function() loop:stop() end)
+  end
+  return loop
+end
+
+---lunio.new_loop() with a watchdog that stops it after guard_seconds.
+function helper.new_loop()
+  return guard(lunio.new_loop())
+end
+
+---For before_each: guard the default loop (used by lunio.run).
+function helper.guard_default()
+  local loop = core.default_loop()
+  -- libuv counts timers from its cached loop time, stale since this loop
+  -- last ran: a short run refreshes it so the guard does not fire at once
+  if not loop:is_running() then loop:run(function() end) end
+  guard(loop)
+end
+
+---For after_each: disarm the default loop's guard.
+function helper.unguard_default()
+  local loop = core.default_loop()
+  if loop.set_watchdog then loop:set_watchdog(nil) end
+end
+
+---Runs `fn(...)` as the main task of a fresh loop (`lunio.new_loop():run`)
+---and returns its results. The loop is closed afterwards. Errors are
+---re-raised unchanged: string errors already carry the failing task's
+---traceback, table errors carry it in `.traceback`.
+function helper.run(fn, ...)
+  local loop = helper.new_loop()
+  local res = table.pack(pcall(loop.run, loop, fn, ...))
+  loop:close()
+  if not res[1] then
+    local err = res[2]
+    if type(err) == "string" and not err:find("stack traceback:", 1, true) then
+      err = debug.traceback(err, 2)
+    end
+    error(err, 0)
+  end
+  return table.unpack(res, 2, res.n)
+end
+
+---`lunio.testing.async(fn, opts)` with a 1 s default time limit: the core
+---specs only sleep for milliseconds, so a stalled loop fails fast.
+function helper.async(fn, opts)
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.timeout = (o.timeout or 1) * helper.time_scale
+  local test = lunio.testing.async(fn, o)
+  return function(...)
+    local t0 = lunio.now()
+    test(...)
+    -- A body that finished only because the watchdog woke a stalled loop
+    -- would pass otherwise (the watchdog's cancel comes too late to hurt).
+    local took = lunio.now() - t0
+    if took >= o.timeout then
+      error(("test passed but took %.2f s (time limit %g s): the loop stalled")
+        :format(took, o.timeout), 0)
+    end
+  end
+end
+
+---Calls `fn(...)`, expects it to raise, and returns the error value.
+function helper.catch(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error, got success")
+  return err
+end
+
+---Calls `fn(...)` and returns the error message as a string (tostring).
+function helper.errmsg(fn, ...)
+  return tostring(helper.catch(fn, ...))
+end
+
+---Replaces the global exception handler with a collector. Returns the list
+---the contexts are appended to; `helper.restore_handler()` puts the default
+---back (call it in after_each / finally). Specs share one Lua state, so
+---other specs' lost tasks may be reported meanwhile: `match` keeps only
+---the reports whose error is `match` (a table), contains `match` (a
+---string), or satisfies `match(ctx)` (a function).
+function helper.reports(match)
+  local list = {}
+  lunio.set_exception_handler(function(ctx)
+    local keep
+    if match == nil or rawequal(ctx.error, match) then
+      keep = true
+    elseif type(match) == "string" then
+      keep = tostring(ctx.error):find(match, 1, true) ~= nil
+    elseif type(match) == "function" then
+      keep = match(ctx)
+    end
+    if keep then list[#list + 1] = ctx end
+  end)
+  return list
+end
+
+function helper.restore_handler()
+  lunio.set_exception_handler(nil)
+end
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+helper.shell_quote = shell_quote
+
+local cwd
+local function getcwd()
+  if not cwd then
+    local p = assert(io.popen("pwd"))
+    cwd = p:read("l")
+    p:close()
+  end
+  return cwd
+end
+
+-- Makes the relative entries of a package path absolute, so the child finds
+-- the same modules whatever its working directory.
+local function absolute_path(path)
+  local parts = {}
+  for entry in path:gmatch("[^;]+") do
+    if entry:sub(1, 1) ~= "/" and entry:find("?", 1, true) then
+      entry = getcwd() .. "/" .. entry:gsub("^%./", "")
+    end
+    parts[#parts + 1] = entry
+  end
+  return table.concat(parts, ";")
+end
+
+local function read_all(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+---Runs lua5.4 in a subprocess with this process's package.path and
+---package.cpath (so the same build of lunio.core is loaded).
+---@param script string a path to a .lua file, or Lua source code
+---@param args? string[] command-line arguments for the script
+---@param opts? {timeout?: number, env?: table<string,string>}
+---@return string stdout, string stderr, integer code (128+n for signal n)
+function helper.lua(script, args, opts)
+  opts = opts or {}
+  local path = script
+  local tmp_script
+  if not (script:match("%.lua$") and not script:find("\n") and io.open(script)) then
+    tmp_script = os.tmpname()
+    local f = assert(io.open(tmp_script, "w"))
+    f:write(script)
+    f:close()
+    path = tmp_script
+  end
+  local out, err = os.tmpname(), os.tmpname()
+  local argv = {}
+  for i, a in ipairs(args or {}) do argv[i] = shell_quote(a) end
+  local env = {
+    "LUA_PATH=" .. shell_quote(absolute_path(package.path)),
+    "LUA_CPATH=" .. shell_quote(absolute_path(package.cpath)),
+  }
+  for k, v in pairs(opts.env or {}) do env[#env + 1] = k .. "=" .. shell_quote(v) end
+  local cmd = ("env %s timeout -s KILL %g lua5.4 %s %s >%s 2>%s"):format(
+    table.concat(env, " "), opts.timeout or 10, shell_quote(path),
+    table.concat(argv, " "), out, err)
+  local p = assert(io.popen(cmd))
+  p:read("a")
+  local _, how, code = p:close()
+  if how == "signal" then code = 128 + code end
+  local stdout, stderr = read_all(out), read_all(err)
+  os.remove(out)
+  os.remove(err)
+  if tmp_script then os.remove(tmp_script) end
+  return stdout, stderr, code
+end
+
+---Seconds of CPU time used by `fn(...)` and its wall-clock duration.
+function helper.cost(fn, ...)
+  local c0, t0 = os.clock(), lunio.now()
+  fn(...)
+  return os.clock() - c0, lunio.now() - t0
+end
+
+return helper

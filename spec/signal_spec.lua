@@ -1,0 +1,158 @@
+-- API.md "Running": SIGINT during run cancels the main task; run then raises
+-- an error of kind "interrupted". Each case runs lua5.4 in a subprocess that
+-- sends itself SIGINT (its pid read from /proc/self/stat) through
+-- io.popen("kill -INT pid"): os.execute would not do, as system() ignores
+-- SIGINT in the calling process while the command runs.
+local h = require "helper"
+
+-- Prelude for the child scripts: lunio, and interrupt() which sends SIGINT
+-- to this very process after `delay` seconds, from a task.
+local prelude = [[
+local lunio = require "lunio"
+local function pid()
+  local f = assert(io.open("/proc/self/stat"))
+  local s = f:read("a")
+  f:close()
+  return s:match("^(%d+)")
+end
+local function interrupt(delay)
+  return lunio.create_task(function()
+    lunio.sleep(delay)
+    -- not os.execute: system() ignores SIGINT in the caller while it waits
+    local p = io.popen("kill -INT " .. pid())
+    p:close()
+  end)
+end
+local function closer(fn) return setmetatable({}, { __close = fn }) end
+]]
+
+local function child(body)
+  return h.lua(prelude .. body, nil, { timeout = 5 })
+end
+
+describe("SIGINT during lunio.run", function()
+  it("cancels the main task; run raises kind 'interrupted'; <close> cleanup runs", function()
+    local out, err, code = child([[
+      local t0 = lunio.now()
+      local ok, e = pcall(lunio.run, function()
+        local _ <close> = closer(function(_, why)
+          lunio.sleep(0.005) -- cleanup may await
+          print("cleanup", lunio.is_error(why, "cancelled"))
+        end)
+        interrupt(0.02)
+        lunio.sleep(5)
+        print("not reached")
+      end)
+      print("ok", ok)
+      print("interrupted", lunio.is_error(e, "interrupted"))
+      print("kind", type(e) == "table" and e.kind)
+      print("fast", lunio.now() - t0 < 2)
+    ]])
+    assert.are.equal(0, code, err)
+    assert.matches("cleanup\ttrue", out)
+    assert.matches("ok\tfalse", out)
+    assert.matches("interrupted\ttrue", out)
+    assert.matches("kind\tinterrupted", out)
+    assert.matches("fast\ttrue", out)
+    assert.is_nil(out:find("not reached", 1, true))
+  end)
+
+  it("cancels the task the main task awaits, and the other tasks, with cleanup", function()
+    local out, err, code = child([[
+      local ok, e = pcall(lunio.run, function()
+        local other = lunio.create_task(function()
+          local _ <close> = closer(function() print("other cleanup") end)
+          lunio.sleep(5)
+        end)
+        local inner = lunio.create_task(function()
+          local _ <close> = closer(function() print("inner cleanup") end)
+          lunio.sleep(5)
+        end)
+        interrupt(0.02)
+        inner:await()
+      end)
+      print("kind", type(e) == "table" and e.kind)
+    ]])
+    assert.are.equal(0, code, err)
+    assert.matches("inner cleanup", out)
+    assert.matches("other cleanup", out)
+    assert.matches("kind\tinterrupted", out)
+  end)
+
+  it("interrupts a main task that keeps the loop busy with sleep(0)", function()
+    local out, err, code = child([[
+      local t0 = lunio.now()
+      local ok, e = pcall(lunio.run, function()
+        interrupt(0.02)
+        while lunio.now() - t0 < 1.5 do lunio.sleep(0) end
+        print("not interrupted")
+      end)
+      print("kind", type(e) == "table" and e.kind)
+      print("fast", lunio.now() - t0 < 1)
+    ]])
+    assert.are.equal(0, code, err)
+    assert.matches("kind\tinterrupted", out)
+    assert.matches("fast\ttrue", out)
+  end)
+
+  it("uncaught, ends the script with status 1 and 'interrupted' on stderr", function()
+    local out, err, code = child([[
+      lunio.run(function()
+        interrupt(0.02)
+        lunio.sleep(5)
+      end)
+      print("not reached")
+    ]])
+    assert.are.equal(1, code, err)
+    assert.matches("interrupted", err)
+    assert.is_nil(out:find("not reached", 1, true))
+  end)
+
+  it("leaves the process able to run again, and interrupt again", function()
+    local out, err, code = child([[
+      for i = 1, 2 do
+        local ok, e = pcall(lunio.run, function()
+          interrupt(0.01)
+          lunio.sleep(5)
+        end)
+        print("run", i, type(e) == "table" and e.kind)
+      end
+      print("after", lunio.run(function() lunio.sleep(0.001) return "fine" end))
+    ]])
+    assert.are.equal(0, code, err)
+    assert.matches("run\t1\tinterrupted", out)
+    assert.matches("run\t2\tinterrupted", out)
+    assert.matches("after\tfine", out)
+  end)
+
+  it("does not turn a main task that finishes normally into an interruption", function()
+    local out, err, code = child([[
+      print("result", lunio.run(function()
+        local ok, e = pcall(function()
+          interrupt(0.01)
+          lunio.sleep(5)
+        end)
+        -- the main task catches the cancellation and returns a value
+        return "caught " .. tostring(lunio.is_error(e, "cancelled"))
+      end))
+    ]])
+    assert.are.equal(0, code, err)
+    assert.matches("result\tcaught true", out)
+  end)
+
+  it("is SIGINT's default action again once run has returned", function()
+    local out, _, code = child([[
+      lunio.run(lunio.sleep, 0.001)
+      io.stdout:write("before\n")
+      io.stdout:flush()
+      local p = io.popen("kill -INT " .. pid())
+      p:close()
+      local t0 = os.time()
+      while os.time() - t0 < 2 do end -- killed meanwhile
+      print("survived")
+    ]])
+    assert.matches("before", out)
+    assert.is_nil(out:find("survived", 1, true))
+    assert.are.equal(130, code)
+  end)
+end)

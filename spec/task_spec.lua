@@ -1,0 +1,367 @@
+-- API.md "Tasks": await, done/cancelled, result, error, done callbacks,
+-- names, tostring, traceback.
+local lunio = require "lunio"
+local h = require "helper"
+local async = h.async
+
+describe("task:await", function()
+  it("returns every result of the task, nils included", async(function()
+    local t = lunio.create_task(function() lunio.sleep(0) return 1, nil, "three", nil end)
+    local r = table.pack(t:await())
+    assert.are.equal(4, r.n)
+    assert.are.same({ 1, nil, "three", nil }, { r[1], r[2], r[3], r[4] })
+  end))
+
+  it("returns nothing for a task that returned nothing", async(function()
+    local t = lunio.create_task(function() lunio.sleep(0) end)
+    assert.are.equal(0, select("#", t:await()))
+  end))
+
+  it("returns the results of an already finished task", async(function()
+    local t = lunio.create_task(function() return "a", "b" end)
+    lunio.sleep(0)
+    assert.is_true(t:done())
+    assert.are.same({ "a", "b" }, { t:await() })
+    assert.are.same({ "a", "b" }, { t:await() }) -- and again
+  end))
+
+  it("re-raises the task's error value", async(function()
+    local e = { why = "broken" }
+    local t = lunio.create_task(function() lunio.sleep(0) error(e) end)
+    local ok, err = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.are.equal(e, err)
+    local ok2, err2 = pcall(t.await, t)
+    assert.is_false(ok2)
+    assert.are.equal(e, err2)
+  end))
+
+  it("re-raises a string error with the failing task's traceback", async(function()
+    local function fails_in_child() lunio.sleep(0) error("child broke") end
+    local t = lunio.create_task(function() fails_in_child() end)
+    local err = h.catch(t.await, t)
+    assert.matches("child broke", err)
+    assert.truthy(err:find("stack traceback:", 1, true))
+    assert.truthy(err:find("fails_in_child", 1, true))
+  end))
+
+  it("raises kind 'cancelled' for a cancelled task", async(function()
+    local t = lunio.create_task(lunio.sleep, 1)
+    lunio.sleep(0)
+    t:cancel()
+    local err = h.catch(t.await, t)
+    assert.is_true(lunio.is_error(err, "cancelled"))
+  end))
+
+  it("lets many tasks await the same task", async(function()
+    local target = lunio.create_task(function() lunio.sleep(0.005) return "shared", 2 end)
+    local waiters = {}
+    for i = 1, 5 do
+      waiters[i] = lunio.create_task(function() return i, target:await() end)
+    end
+    assert.are.same({ "shared", 2 }, { target:await() })
+    for i = 1, 5 do
+      assert.are.same({ i, "shared", 2 }, { waiters[i]:await() })
+    end
+  end))
+
+  it("lets many tasks await the same failing task, each seeing the error", async(function()
+    local e = {}
+    local target = lunio.create_task(function() lunio.sleep(0.002) error(e) end)
+    local waiters = {}
+    for i = 1, 3 do
+      waiters[i] = lunio.create_task(function()
+        local ok, err = pcall(target.await, target)
+        return ok, err
+      end)
+    end
+    for i = 1, 3 do
+      local ok, err = waiters[i]:await()
+      assert.is_false(ok)
+      assert.are.equal(e, err)
+    end
+  end))
+
+  it("raises outside a running task, saying so", function()
+    local loop = lunio.new_loop()
+    local t = loop:create_task(lunio.sleep, 0)
+    local err = h.errmsg(t.await, t)
+    assert.matches("outside", err)
+    assert.matches("task", err)
+    loop:close()
+  end)
+
+  it("raises when a task awaits itself", async(function()
+    local t
+    t = lunio.create_task(function()
+      local ok, err = pcall(function() return t:await() end)
+      return ok, tostring(err)
+    end)
+    local ok, err = t:await()
+    assert.is_false(ok)
+    assert.matches("itself", err)
+  end))
+end)
+
+describe("task:done / task:cancelled", function()
+  it("track the task's life", async(function()
+    local t = lunio.create_task(lunio.sleep, 0.005)
+    assert.is_false(t:done())
+    assert.is_false(t:cancelled())
+    t:await()
+    assert.is_true(t:done())
+    assert.is_false(t:cancelled())
+
+    local f = lunio.create_task(function() error("x") end)
+    pcall(f.await, f)
+    assert.is_true(f:done())
+    assert.is_false(f:cancelled())
+
+    local c = lunio.create_task(lunio.sleep, 1)
+    lunio.sleep(0)
+    c:cancel()
+    assert.is_false(c:done()) -- the cancellation is delivered on its next step
+    pcall(c.await, c)
+    assert.is_true(c:done())
+    assert.is_true(c:cancelled())
+  end))
+end)
+
+describe("task:result", function()
+  it("raises kind 'invalid_state' while the task is pending", async(function()
+    local t = lunio.create_task(lunio.sleep, 0.001)
+    local err = h.catch(t.result, t)
+    assert.is_true(lunio.is_error(err, "invalid_state"))
+    lunio.sleep(0)
+    err = h.catch(t.result, t) -- started and suspended: still pending
+    assert.is_true(lunio.is_error(err, "invalid_state"))
+    t:await()
+  end))
+
+  it("returns every result once done", async(function()
+    local t = lunio.create_task(function() return 1, nil, 3 end)
+    t:await()
+    local r = table.pack(t:result())
+    assert.are.equal(3, r.n)
+    assert.are.same({ 1, nil, 3 }, { r[1], r[2], r[3] })
+  end))
+
+  it("re-raises the task's error", async(function()
+    local e = {}
+    local t = lunio.create_task(function() error(e) end)
+    lunio.sleep(0)
+    assert.are.equal(e, h.catch(t.result, t))
+  end))
+
+  it("raises kind 'cancelled' for a cancelled task", async(function()
+    local t = lunio.create_task(lunio.sleep, 1)
+    t:cancel()
+    lunio.sleep(0)
+    assert.is_true(lunio.is_error(h.catch(t.result, t), "cancelled"))
+  end))
+end)
+
+describe("task:error", function()
+  it("is nil for a task that succeeded", async(function()
+    local t = lunio.create_task(function() return 1 end)
+    t:await()
+    assert.is_nil(t:error())
+  end))
+
+  it("is the error value of a failed task", async(function()
+    local e = {}
+    local t = lunio.create_task(function() error(e) end)
+    lunio.sleep(0)
+    assert.are.equal(e, t:error())
+    local s = lunio.create_task(function() error("text") end)
+    lunio.sleep(0)
+    assert.matches("text", s:error())
+  end))
+
+  it("raises kind 'invalid_state' while pending", async(function()
+    local t = lunio.create_task(lunio.sleep, 0.001)
+    assert.is_true(lunio.is_error(h.catch(t.error, t), "invalid_state"))
+    t:await()
+  end))
+end)
+
+describe("done callbacks", function()
+  it("call fn(task) soon after the task finishes, in registration order", async(function()
+    local log = {}
+    local t = lunio.create_task(function() lunio.sleep(0.001) return "r" end)
+    t:add_done_callback(function(task) log[#log + 1] = { "first", task } end)
+    t:add_done_callback(function(task) log[#log + 1] = { "second", task } end)
+    assert.are.same({}, log)
+    t:await()
+    lunio.sleep(0)
+    lunio.sleep(0)
+    assert.are.equal(2, #log)
+    assert.are.equal("first", log[1][1])
+    assert.are.equal("second", log[2][1])
+    assert.are.equal(t, log[1][2])
+    assert.are.equal(t, log[2][2])
+  end))
+
+  it("run outside any task", async(function()
+    local inside = "unset"
+    local t = lunio.create_task(lunio.sleep, 0)
+    t:add_done_callback(function() inside = lunio.current_task() end)
+    t:await()
+    lunio.sleep(0.001)
+    assert.is_nil(inside)
+  end))
+
+  it("run for failed and cancelled tasks too", async(function()
+    local seen = {}
+    local f = lunio.create_task(function() lunio.sleep(0) error("x") end)
+    local c = lunio.create_task(lunio.sleep, 1)
+    f:add_done_callback(function(task) seen.f = task:done() end)
+    c:add_done_callback(function(task) seen.c = task:cancelled() end)
+    lunio.sleep(0)
+    c:cancel()
+    pcall(f.await, f)
+    pcall(c.await, c)
+    lunio.sleep(0.001)
+    assert.is_true(seen.f)
+    assert.is_true(seen.c)
+  end))
+
+  it("accept callable tables", async(function()
+    local hits = 0
+    local cb = setmetatable({}, { __call = function(_, task) hits = hits + (task:result()) end })
+    local t = lunio.create_task(function() return 5 end)
+    t:add_done_callback(cb)
+    t:await()
+    lunio.sleep(0.001)
+    assert.are.equal(5, hits)
+  end))
+
+  it("run soon when added to a task that is already done", async(function()
+    local got
+    local t = lunio.create_task(function() return 1 end)
+    t:await()
+    t:add_done_callback(function(task) got = task end)
+    assert.is_nil(got) -- soon, not synchronously
+    lunio.sleep(0.001)
+    assert.are.equal(t, got)
+  end))
+
+  it("send their errors to the exception handler", async(function()
+    local reports = h.reports("callback broke")
+    local ok, err = pcall(function()
+      local t = lunio.create_task(function() end)
+      t:add_done_callback(function() error("callback broke") end)
+      t:await()
+      lunio.sleep(0.001)
+    end)
+    h.restore_handler()
+    assert.is_true(ok, tostring(err))
+    assert.are.equal(1, #reports)
+    assert.matches("callback broke", tostring(reports[1].error))
+  end))
+
+  it("can be removed before the task finishes", async(function()
+    local log = {}
+    local function a() log[#log + 1] = "a" end
+    local function b() log[#log + 1] = "b" end
+    local t = lunio.create_task(lunio.sleep, 0.001)
+    t:add_done_callback(a)
+    t:add_done_callback(b)
+    t:remove_done_callback(a)
+    t:await()
+    lunio.sleep(0.001)
+    assert.are.same({ "b" }, log)
+  end))
+end)
+
+describe("task names", function()
+  it("default to 'Task-N', N growing", async(function()
+    local a = lunio.create_task(function() end)
+    local b = lunio.create_task(function() end)
+    assert.matches("^Task%-%d+$", a.name)
+    assert.matches("^Task%-%d+$", b.name)
+    local na, nb = tonumber(a.name:match("%d+")), tonumber(b.name:match("%d+"))
+    assert.is_true(nb > na)
+    a:await()
+    b:await()
+  end))
+
+  it("can be set with set_name, also from inside the task", async(function()
+    local t = lunio.create_task(function()
+      lunio.sleep(0)
+      lunio.current_task():set_name("renamed")
+      return lunio.current_task().name
+    end)
+    t:set_name("worker")
+    assert.are.equal("worker", t.name)
+    lunio.sleep(0)
+    assert.are.equal("worker", t.name)
+    assert.are.equal("renamed", t:await())
+    assert.are.equal("renamed", t.name)
+  end))
+
+  it("show in tostring, with the state", async(function()
+    local t = lunio.create_task(lunio.sleep, 1)
+    t:set_name("sleeper")
+    local pending = tostring(t)
+    assert.truthy(pending:find("sleeper", 1, true))
+    lunio.sleep(0)
+    t:cancel()
+    pcall(t.await, t)
+    local cancelled = tostring(t)
+    assert.truthy(cancelled:find("sleeper", 1, true))
+    assert.truthy(cancelled:find("cancel", 1, true))
+    assert.are_not.equal(pending, cancelled)
+
+    local ok = lunio.create_task(function() end)
+    ok:set_name("fine")
+    ok:await()
+    local done = tostring(ok)
+    assert.truthy(done:find("fine", 1, true))
+    assert.truthy(done:find("done", 1, true) or done:find("finished", 1, true))
+
+    local bad = lunio.create_task(function() error("e") end)
+    bad:set_name("broken")
+    pcall(bad.await, bad)
+    local failed = tostring(bad)
+    assert.truthy(failed:find("broken", 1, true))
+    assert.are_not.equal(done:gsub("fine", "broken"), failed)
+  end))
+end)
+
+describe("task:traceback", function()
+  it("shows where a suspended task is waiting", async(function()
+    local function waits_right_here()
+      lunio.sleep(1)
+    end
+    local t = lunio.create_task(function()
+      waits_right_here()
+    end)
+    lunio.sleep(0)
+    local tb = t:traceback()
+    assert.is_string(tb)
+    assert.truthy(tb:find("waits_right_here", 1, true), tb)
+    assert.truthy(tb:find("sleep", 1, true), tb)
+    t:cancel()
+    pcall(t.await, t)
+  end))
+
+  it("shows the awaiting frame of a task awaiting another task", async(function()
+    local inner = lunio.create_task(lunio.sleep, 1)
+    local function awaits_inner() inner:await() end
+    local outer = lunio.create_task(function() awaits_inner() end)
+    lunio.sleep(0)
+    local tb = outer:traceback()
+    assert.truthy(tb:find("awaits_inner", 1, true), tb)
+    outer:cancel()
+    pcall(outer.await, outer)
+    assert.is_true(inner:cancelled())
+  end))
+
+  it("is a string for tasks that are not suspended", async(function()
+    local t = lunio.create_task(function() end)
+    assert.is_string(t:traceback())
+    t:await()
+    assert.is_string(t:traceback())
+  end))
+end)
