@@ -426,6 +426,26 @@ describe("lunio.http", function()
           "opened " .. conns .. " connections")
       end, { timeout = 30 }))
 
+    -- Regression: libcurl sized its idle-connection cache at 4 x the
+    -- handles currently added; between bursts that count drops (handles
+    -- leave as transfers complete) and keep-alive connections were closed.
+    it("keep their connections across bursts of requests", async(function()
+      local s <close> = http.Session({ max_per_host = 16 })
+      srv:clear_log()
+      for _ = 1, 20 do
+        local tasks = {}
+        for i = 1, 16 do
+          tasks[i] = lunio.create_task(function()
+            return s:get(srv:url("/small.txt")).status
+          end)
+        end
+        await_all(tasks)
+      end
+      assert.equal(320, srv:requests("http"))
+      local conns = srv:connections("http")
+      assert.is_true(conns <= 16, "opened " .. conns .. " connections")
+    end, { timeout = 30 }))
+
     it("raise kind 'closed' once closed", async(function()
       local s = http.Session()
       assert.equal(200, s:get(srv:url("/small.txt")).status)

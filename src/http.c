@@ -712,6 +712,15 @@ static sess *sess_new(lunio_loop *loop, sess_ud *u) {
   curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
   curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, u->max_conn);
   curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, u->max_host);
+  /* libcurl sizes the idle-connection cache at 4 x the handles currently
+   * added. Transfers leave the multi handle as they complete and the
+   * waiting tasks add new ones a tick later, so after a burst the count is
+   * small and keep-alive connections get closed ("cache is full"). Size
+   * the cache for the session instead. */
+  curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS,
+                    u->max_conn > 0   ? (long)u->max_conn
+                    : u->max_host > 0 ? (long)u->max_host * 4
+                                      : 256L);
   curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_COOKIE);
   curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
   uv_timer_init(uv, &s->timer);
