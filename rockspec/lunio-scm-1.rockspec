@@ -51,6 +51,7 @@ build = {
     ["lunio.combinators"] = "lua/lunio/combinators.lua",
     ["lunio.http"] = "lua/lunio/http.lua",
     ["lunio.cli"] = "lua/lunio/cli.lua",
+    ["lunio.util"] = "lua/lunio/util.lua",
   },
   install = {
     bin = { lunio = "bin/lunio" },

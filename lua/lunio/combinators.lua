@@ -16,6 +16,7 @@
 --
 -- Only "lunio.core" is required at load time (init.lua loads this lazily).
 local core = require "lunio.core"
+local util = require "lunio.util"
 
 local park, wake, current, spawn = core.park, core.wake, core.current, core.spawn
 local cancel_with, uncancel = core.cancel_with, core.uncancel
@@ -40,11 +41,7 @@ local function is_awaitable(v)
   return type(mt) == "table" and awaitable_names[mt.__name] == true
 end
 
-local function is_callable(v)
-  if type(v) == "function" then return true end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and mt.__call ~= nil
-end
+local is_callable = util.is_callable
 
 local function argerror(n, fname, msg, level)
   error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), (level or 2) + 1)
@@ -58,12 +55,7 @@ local function to_awaitable(v, n, fname)
 end
 
 local function running_task(fname)
-  local task = current()
-  if task == nil then
-    error(("'%s' called outside a running task (start one with lunio.run "
-      .. "or lunio.create_task)"):format(fname), 3)
-  end
-  return task
+  return util.running_task(fname, 3)
 end
 
 local function check_seconds(s, n, fname)

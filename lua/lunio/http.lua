@@ -32,11 +32,7 @@ local USER_AGENT = "lunio/" .. tostring(core.version or "0")
 -- ---------------------------------------------------------------------------
 -- small helpers
 
-local function is_callable(v)
-  if type(v) == "function" then return true end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and mt.__call ~= nil
-end
+local is_callable = require("lunio.util").is_callable
 
 -- Argument errors are raised inside prepare() as marked tables, then turned
 -- into "bad argument #n to 'f' (...)" at the public entry point, where the

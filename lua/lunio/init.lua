@@ -8,7 +8,7 @@
 -- primitives (`lunio.gather`, `lunio.TaskGroup`, `lunio.Queue`, ...).
 local core = require "lunio.core"
 
-local type, error, getmetatable = type, error, getmetatable
+local type, error = type, error
 local tostring = tostring
 
 local lunio = {
@@ -16,11 +16,7 @@ local lunio = {
   version = core.version,
 }
 
-local function is_callable(v)
-  if type(v) == "function" then return true end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and mt.__call ~= nil
-end
+local is_callable = require("lunio.util").is_callable
 
 local function arg_error(n, fname, msg)
   error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
@@ -149,5 +145,4 @@ setmetatable(lunio, {
   end,
 })
 
-lunio.is_callable = is_callable
 return lunio

@@ -22,8 +22,9 @@
 --
 -- Only "lunio.core" is required at load time (init.lua loads this lazily).
 local core = require "lunio.core"
+local util = require "lunio.util"
 
-local park, wake, current = core.park, core.wake, core.current
+local park, wake = core.park, core.wake
 local new_error = core.new_error
 local setmetatable, getmetatable, type, error = setmetatable, getmetatable, type, error
 local math_type, tostring = math.type, tostring
@@ -111,12 +112,7 @@ local function wake_some(wl, max)
 end
 
 local function running_task(fname)
-  local task = current()
-  if task == nil then
-    error(("'%s' called outside a running task (start one with lunio.run "
-      .. "or lunio.create_task)"):format(fname), 3)
-  end
-  return task
+  return util.running_task(fname, 3)
 end
 
 -- Parks the running task `me` in `wl`. Returns true when woken; false and
