@@ -108,7 +108,9 @@ struct lunio_loop {
   lunio_task *current; /* task being stepped, or NULL */
   lunio_task *main;    /* main task of the current run() */
   double armed;        /* deadline the uv timer is armed for, or -1 */
-  double vt_offset;    /* virtual time added to the monotonic clock */
+  double vt_offset;    /* added to the monotonic clock; under virtual time,
+                          the clock itself (see lunio__time) */
+  double vt_io_start;  /* real time the current burst of I/O began */
   uint32_t npending;   /* entries in the pending array */
   uint32_t npool;      /* idle coroutines in the pool */
   uint32_t next_id;

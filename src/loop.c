@@ -94,10 +94,24 @@ uv_loop_t *lunio__uv(lunio_loop *loop) { return &loop->uv; }
 lunio_task *lunio__current(lunio_loop *loop) { return loop->current; }
 lua_State *lunio__loop_state(lunio_loop *loop) { return loop->L; }
 void **lunio__http_slot(lunio_loop *loop) { return &loop->http; }
-void lunio__io_begin(lunio_loop *loop) { loop->io_pending++; }
-void lunio__io_end(lunio_loop *loop) { loop->io_pending--; }
+void lunio__io_begin(lunio_loop *loop) {
+  if (loop->io_pending++ == 0)
+    loop->vt_io_start = (double)uv_hrtime() / 1e9;
+}
+
+void lunio__io_end(lunio_loop *loop) {
+  if (--loop->io_pending == 0 && loop->virtual_time)
+    loop->vt_offset += (double)uv_hrtime() / 1e9 - loop->vt_io_start;
+}
 
 double lunio__time(lunio_loop *loop) {
+  /* Under virtual time the clock stands still between jumps, so tests see
+   * exact times however slowly they run (valgrind, sanitizers); while I/O
+   * is in flight it runs at the real rate, so timeouts around I/O work. */
+  if (loop->virtual_time)
+    return loop->vt_offset +
+           (loop->io_pending > 0 ? (double)uv_hrtime() / 1e9 - loop->vt_io_start
+                                 : 0);
   return (double)uv_hrtime() / 1e9 + loop->vt_offset;
 }
 
@@ -283,7 +297,11 @@ static void arm_timer(lunio_loop *loop) {
   }
   if (first->when == loop->armed)
     return;
-  due_ms = (first->when - loop->vt_offset) * 1000.0 - (double)uv_now(&loop->uv);
+  if (loop->virtual_time) /* only while I/O runs the clock at real speed */
+    due_ms = (first->when - lunio__time(loop)) * 1000.0;
+  else
+    due_ms =
+        (first->when - loop->vt_offset) * 1000.0 - (double)uv_now(&loop->uv);
   if (due_ms > 1e15) /* "forever" (math.huge): about 30,000 years */
     due_ms = 1e15;
   uv_timer_start(&loop->timer, on_timer,
@@ -519,16 +537,21 @@ static void tick(lua_State *L, lunio_loop *loop) {
   if (loop->ready_len == 0 && loop->virtual_time && loop->heap.len &&
       loop->io_pending == 0 && loop->uv.active_reqs.count == 0) {
     /* Autojump: everything waits on time only, so skip to the deadline. */
-    double skip = lunio__heap_peek(&loop->heap)->when - lunio__time(loop);
-    if (skip > 0)
-      loop->vt_offset += skip;
+    double when = lunio__heap_peek(&loop->heap)->when;
+    if (when > loop->vt_offset)
+      loop->vt_offset = when;
     run_uv(loop, UV_RUN_NOWAIT);
   } else {
     /* Block in libuv only when nothing is ready and someone still waits:
      * the main task, or (while draining) any pending task. */
     int block = loop->ready_len == 0 && !loop->stopping &&
                 (loop->main ? !LUNIO_IS_DONE(loop->main) : loop->npending > 0);
-    arm_timer(loop);
+    if (loop->virtual_time && loop->io_pending == 0) {
+      /* The virtual clock stands still: deadlines come only by jumps. */
+      uv_timer_stop(&loop->timer);
+      loop->armed = -1;
+    } else
+      arm_timer(loop);
     run_uv(loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
   }
   run_timers(loop);
@@ -901,7 +924,13 @@ static int loop_set_watchdog(lua_State *L) {
 /* loop:set_virtual_time(on): autojump clock for tests */
 static int loop_set_virtual_time(lua_State *L) {
   lunio_loop *loop = check_loop(L, 1);
-  loop->virtual_time = lua_toboolean(L, 2);
+  int on = lua_toboolean(L, 2);
+  if (on != (int)loop->virtual_time) { /* keep the clock continuous */
+    double now = lunio__time(loop);
+    loop->virtual_time = on;
+    loop->vt_io_start = (double)uv_hrtime() / 1e9;
+    loop->vt_offset = on ? now : now - (double)uv_hrtime() / 1e9;
+  }
   return 0;
 }
 
