@@ -52,19 +52,16 @@ enum {
 
 /* Bits of lunio_task.flags. */
 enum {
-  LUNIO_F_MUST_CANCEL = 1 << 0, /* deliver cancellation at the next await */
-  LUNIO_F_WAKE_ERROR = 1 << 1,  /* the pending wake value is an error */
-  LUNIO_F_RETRIEVED = 1 << 2,   /* its error was seen by someone */
-  LUNIO_F_HAS_WAITERS = 1 << 3, /* an entry exists in the loop's waiters */
-  LUNIO_F_MULTI = 1 << 4,       /* results stored as a table with .n */
-  LUNIO_F_SLEEPING = 1 << 5,    /* parked in the timer heap by sleep() */
-  LUNIO_F_PROTECTED = 1 << 6,   /* park() returns false, err on cancel */
-  LUNIO_F_HANDLE_CANCELLED = 1 << 7,
-  LUNIO_F_NORESULT = 1 << 8,  /* finished with zero results */
-  LUNIO_F_FAILED = 1 << 9,    /* the body raised (set by the trampoline) */
-  LUNIO_F_LUAPARK = 1 << 10,  /* parked by core.park(), wakeable by wake */
-  LUNIO_F_DELEGATE = 1 << 11, /* woken to pass a cancel to its target */
-  LUNIO_F_DELEGATED = 1 << 12 /* passed its cancel to the awaited one */
+  LUNIO_F_MUST_CANCEL = 1 << 0,      /* deliver cancellation at an await */
+  LUNIO_F_WAKE_ERROR = 1 << 1,       /* the pending wake value is an error */
+  LUNIO_F_RETRIEVED = 1 << 2,        /* its error was seen by someone */
+  LUNIO_F_HAS_WAITERS = 1 << 3,      /* it has an entry in loop's waiters */
+  LUNIO_F_MULTI = 1 << 4,            /* user value is a table {..., n=} */
+  LUNIO_F_HANDLE_CANCELLED = 1 << 5, /* handle: cancelled, skip when due */
+  LUNIO_F_NORESULT = 1 << 6,         /* finished with zero results */
+  LUNIO_F_LUAPARK = 1 << 7,          /* parked by core.park(): wakeable */
+  LUNIO_F_DELEGATE = 1 << 8,         /* woken to pass a cancel on */
+  LUNIO_F_DELEGATED = 1 << 9         /* passed its cancel to its target */
 };
 
 /*
@@ -132,8 +129,6 @@ lunio_loop *lunio__default_loop(lua_State *L);
 uv_loop_t *lunio__uv(lunio_loop *loop);
 /* Current loop time in seconds (virtual time aware). */
 double lunio__time(lunio_loop *loop);
-/* The task currently executing on loop, or NULL. */
-lunio_task *lunio__current(lunio_loop *loop);
 /* Pop the ready queue's front (the queue must not be empty). */
 lunio_task *lunio__ready_pop(lunio_loop *loop);
 /* Append t to the ready queue (t must be anchored). */

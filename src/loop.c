@@ -91,7 +91,6 @@ lunio_loop *lunio__default_loop(lua_State *L) {
 /* ---- small accessors --------------------------------------------------- */
 
 uv_loop_t *lunio__uv(lunio_loop *loop) { return &loop->uv; }
-lunio_task *lunio__current(lunio_loop *loop) { return loop->current; }
 lua_State *lunio__loop_state(lunio_loop *loop) { return loop->L; }
 void **lunio__http_slot(lunio_loop *loop) { return &loop->http; }
 void lunio__io_begin(lunio_loop *loop) {

@@ -253,7 +253,7 @@ static void notify_waiters(lua_State *L, lunio_task *t, int ud) {
 void lunio__finish(lua_State *L, lunio_task *t, int state, int n) {
   int ud = lua_gettop(L) - n;
   lunio_loop *loop = t->loop;
-  t->flags &= ~(LUNIO_F_MULTI | LUNIO_F_NORESULT | LUNIO_F_FAILED);
+  t->flags &= ~(LUNIO_F_MULTI | LUNIO_F_NORESULT);
   if (n == 1)
     lua_setiuservalue(L, ud, 1);
   else {
@@ -529,7 +529,7 @@ void lunio__wake(lua_State *L, lunio_task *t, int n, int error) {
     t->flags |= LUNIO_F_WAKE_ERROR;
   if (t->heap_idx)
     lunio__heap_remove(&loop->heap, t);
-  t->flags &= ~(LUNIO_F_SLEEPING | LUNIO_F_LUAPARK);
+  t->flags &= ~LUNIO_F_LUAPARK;
   t->awaiting = NULL;
   t->on_cancel = NULL;
   t->cancel_data = NULL;
@@ -686,7 +686,6 @@ static int core_sleep(lua_State *L) {
     t->when = lunio__time(t->loop) + s;
     if (lunio__heap_push(&t->loop->heap, t) != 0)
       return luaL_error(L, "not enough memory");
-    t->flags |= LUNIO_F_SLEEPING;
     t->state = LUNIO_SUSPENDED;
   } else { /* sleep(0): go to the back of the ready queue */
     t->state = LUNIO_READY;
