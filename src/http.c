@@ -51,17 +51,25 @@
 typedef struct sess sess;
 typedef struct xfer xfer;
 
-typedef struct http_loop {
-  lunio_loop *loop;
-  sess *sessions;  /* every live session bound to this loop */
-  int default_ref; /* registry ref of the module-level session */
-} http_loop;
-
 /* A byte queue: [off, len) is unread. */
 typedef struct hbuf {
   char *p;
   size_t off, len, cap;
 } hbuf;
+
+/* Body buffers kept for reuse: glibc serves each large buffer with a fresh
+ * mmap (its dynamic threshold never covers a same-sized request), so a new
+ * 1 MiB buffer per response costs 256 page faults; reuse costs none. */
+enum { SPARE_MAX = 8 };
+#define SPARE_CAP_MAX ((size_t)8 << 20)
+
+typedef struct http_loop {
+  lunio_loop *loop;
+  sess *sessions;  /* every live session bound to this loop */
+  int default_ref; /* registry ref of the module-level session */
+  hbuf spare[SPARE_MAX];
+  int nspare;
+} http_loop;
 
 typedef struct pollctx {
   uv_poll_t h;
@@ -166,6 +174,24 @@ static int hbuf_add(hbuf *b, const char *s, size_t n) {
   memcpy(b->p + b->len, s, n);
   b->len += n;
   return 0;
+}
+
+static void hbuf_free(hbuf *b);
+
+static http_loop *loop_http(lunio_loop *loop) {
+  return loop ? *lunio__http_slot(loop) : NULL;
+}
+
+/* Gives x's body buffer back for reuse, or frees it. */
+static void body_recycle(xfer *x) {
+  http_loop *hl = loop_http(x->loop);
+  if (hl != NULL && hl->nspare < SPARE_MAX && x->body.cap > 0 &&
+      x->body.cap <= SPARE_CAP_MAX) {
+    x->body.off = x->body.len = 0;
+    hl->spare[hl->nspare++] = x->body;
+    memset(&x->body, 0, sizeof x->body);
+  } else
+    hbuf_free(&x->body);
 }
 
 static void hbuf_free(hbuf *b) {
@@ -436,8 +462,12 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
       return CURL_WRITEFUNC_PAUSE;
     }
   } else if (x->body.cap == 0) {
-    /* Size the buffer once from Content-Length when it is known. */
+    /* Size the buffer once from Content-Length when it is known, starting
+     * from a recycled one if any. */
+    http_loop *hl = loop_http(x->loop);
     curl_off_t cl = -1;
+    if (hl != NULL && hl->nspare > 0)
+      x->body = hl->spare[--hl->nspare];
     curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
     if (cl > 0 && cl < ((curl_off_t)1 << 31) &&
         (x->max_body < 0 || cl <= x->max_body))
@@ -811,6 +841,8 @@ void lunio__http_loop_close(lunio_loop *loop) {
     if (L)
       luaL_unref(L, LUA_REGISTRYINDEX, hl->default_ref);
   }
+  while (hl->nspare > 0)
+    hbuf_free(&hl->spare[--hl->nspare]);
   free(hl);
   *slot = NULL;
 }
@@ -1166,7 +1198,7 @@ static void push_info(lua_State *L, xfer *x) {
     lua_pushlstring(L, x->body.p ? x->body.p + x->body.off : "",
                     hbuf_avail(&x->body));
     lua_setfield(L, info, "body");
-    hbuf_free(&x->body);
+    body_recycle(x);
   }
   if (!x->stream)
     hbuf_free(&x->head);
