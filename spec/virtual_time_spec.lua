@@ -23,6 +23,18 @@ describe("virtual time", function()
     assert.is_true(wall() - c0 < 0.5)
   end, VT))
 
+  -- Regression: now + s can round below the true sum, and a sleeper then
+  -- woke with a hair less than s elapsed on a clock that only jumps.
+  it("a sleep of s always lets at least s pass", async(function()
+    for i = 1, 2000 do
+      local s = i * 0.0137 + 1 / 3
+      local t0 = lunio.now()
+      lunio.sleep(s)
+      local slept = lunio.now() - t0
+      assert(slept >= s, ("slept %.17g for sleep(%.17g)"):format(slept, s))
+    end
+  end, VT))
+
   it("an hour-long wait_for timeout and timeout scope expire at once",
     async(function()
       local c0, t0 = wall(), lunio.now()

@@ -129,6 +129,8 @@ lunio_loop *lunio__default_loop(lua_State *L);
 uv_loop_t *lunio__uv(lunio_loop *loop);
 /* Current loop time in seconds (virtual time aware). */
 double lunio__time(lunio_loop *loop);
+/* now + delay, rounded up so that (deadline - now) >= delay holds. */
+double lunio__deadline(double now, double delay);
 /* Pop the ready queue's front (the queue must not be empty). */
 lunio_task *lunio__ready_pop(lunio_loop *loop);
 /* Append t to the ready queue (t must be anchored). */

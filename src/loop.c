@@ -103,6 +103,14 @@ void lunio__io_end(lunio_loop *loop) {
     loop->vt_offset += (double)uv_hrtime() / 1e9 - loop->vt_io_start;
 }
 
+double lunio__deadline(double now, double delay) {
+  double when = now + delay;
+  /* Rounding may land a hair early; a sleeper must see `delay` pass. */
+  if (when - now < delay)
+    when = nextafter(when, HUGE_VAL);
+  return when;
+}
+
 double lunio__time(lunio_loop *loop) {
   /* Under virtual time the clock stands still between jumps, so tests see
    * exact times however slowly they run (valgrind, sanitizers); while I/O
@@ -787,7 +795,8 @@ static int loop_call_later(lua_State *L) {
   lunio_loop *loop = check_loop(L, 1);
   double delay = luaL_checknumber(L, 2);
   luaL_argcheck(L, delay == delay, 2, "delay is NaN");
-  return schedule_at(L, loop, lunio__time(loop) + (delay > 0 ? delay : 0));
+  return schedule_at(L, loop,
+                     lunio__deadline(lunio__time(loop), delay > 0 ? delay : 0));
 }
 
 static int loop_call_at(lua_State *L) {

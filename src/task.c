@@ -683,7 +683,7 @@ static int core_sleep(lua_State *L) {
   if (t->flags & LUNIO_F_MUST_CANCEL)
     return deliver_cancel(L, t);
   if (s > 0) {
-    t->when = lunio__time(t->loop) + s;
+    t->when = lunio__deadline(lunio__time(t->loop), s);
     if (lunio__heap_push(&t->loop->heap, t) != 0)
       return luaL_error(L, "not enough memory");
     t->state = LUNIO_SUSPENDED;
