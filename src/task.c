@@ -450,11 +450,12 @@ static void push_thread(lua_State *L, lua_State *co) {
 
 /* Resumes co and settles the outcome: a lunio await hands co to the task
  * that made it; a finished runner goes back to the pool; a plain
- * coroutine.yield() fails the task that made it. `anchor` is 1 when the
- * caller pushed co's thread value (a fresh runner: nothing else holds it
- * yet) and 0 when co belongs to a task (its user value holds it). */
+ * coroutine.yield() fails the task that made it. `resumed` is the task co
+ * was resumed for (its user value holds co), or NULL for a fresh runner
+ * whose thread value the caller pushed on L. */
 static void resume(lua_State *L, lunio_loop *loop, lua_State *co, int nargs,
-                   int anchor) {
+                   lunio_task *resumed) {
+  int anchor = resumed == NULL;
   int nres, status = lua_resume(co, L, nargs, &nres);
   lunio_task *owner = loop->current;
   loop->current = NULL;
@@ -468,8 +469,10 @@ static void resume(lua_State *L, lunio_loop *loop, lua_State *co, int nargs,
   lua_pop(co, nres);
   if (status == LUA_YIELD && loop->awaited) { /* parked: co is owner's */
     loop->awaited = 0;
-    if (owner->co != co || anchor) {
-      /* Runner changed hands: record it in the new owner's user value. */
+    if (owner != resumed) {
+      /* The runner went on to other tasks after the one it was resumed
+       * for (or is fresh): it now belongs to the one that waits, and only
+       * that task's user value keeps it alive. */
       owner->co = co;
       lunio__push_anchored(L, loop, owner);
       push_thread(L, co);
@@ -505,7 +508,7 @@ void lunio__run_new(lua_State *L, lunio_loop *loop) {
   lua_State *co = pool_take(L, loop);
   lua_pushcfunction(co, runner);
   lua_pushlightuserdata(co, loop);
-  resume(L, loop, co, 1, 1);
+  resume(L, loop, co, 1, NULL);
 }
 
 void lunio__step(lua_State *L, lunio_loop *loop, lunio_task *t) {
@@ -513,7 +516,7 @@ void lunio__step(lua_State *L, lunio_loop *loop, lunio_task *t) {
   t->nwake = 0;
   t->state = LUNIO_RUNNING;
   loop->current = t;
-  resume(L, loop, t->co, nargs, 0);
+  resume(L, loop, t->co, nargs, t);
 }
 
 /* ---- suspension ------------------------------------------------------ */
