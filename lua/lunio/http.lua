@@ -518,6 +518,20 @@ local function add_query(url, q)
 end
 
 --- Turns (session config, method, url, opts) into the spec C.perform takes.
+local function check_url(cfg, url)
+  if type(url) ~= "string" then
+    argerror("url", "string expected, got " .. type(url))
+  end
+  url = join_url(cfg.base_url, url)
+  if not url:find("^[hH][tT][tT][pP][sS]?://") then
+    argerror("url", format("expected an http:// or https:// URL, got %q", url))
+  end
+  if url:find("[%c ]") then
+    argerror("url", "URL contains spaces or control characters")
+  end
+  return url
+end
+
 local function prepare(cfg, method, url, opts)
   if opts == nil then
     opts = {}
@@ -529,16 +543,7 @@ local function prepare(cfg, method, url, opts)
       argerror("opts", format("unknown option '%s'", tostring(k)))
     end
   end
-  if type(url) ~= "string" then
-    argerror("url", "string expected, got " .. type(url))
-  end
-  url = join_url(cfg.base_url, url)
-  if not url:find("^[hH][tT][tT][pP][sS]?://") then
-    argerror("url", format("expected an http:// or https:// URL, got %q", url))
-  end
-  if url:find("[%c ]") then
-    argerror("url", "URL contains spaces or control characters")
-  end
+  url = check_url(cfg, url)
   if opts.query ~= nil then url = add_query(url, opts.query) end
 
   local nbody = (opts.body ~= nil and 1 or 0) + (opts.form ~= nil and 1 or 0)
@@ -632,10 +637,41 @@ end
 local POS_FETCH = { url = 1, opts = 2, method = 2 }
 local POS_REQUEST = { method = 1, url = 2, opts = 3 }
 
+-- Requests without options (session:get(url), the common case) differ only
+-- in their URL: everything else prepare() computes is kept per session
+-- config and method, and such a request's spec is {url = ...} inheriting
+-- the rest through its metatable. Configs are fixed once a session exists.
+local templates = setmetatable({}, { __mode = "k" }) -- cfg -> method -> mt
+
+local function remember(cfg, method, spec)
+  local by_method = templates[cfg]
+  if by_method == nil then
+    by_method = {}
+    templates[cfg] = by_method
+  end
+  local shared = {}
+  for k, v in pairs(spec) do
+    if k ~= "url" then shared[k] = v end
+  end
+  by_method[method] = { __index = shared }
+end
+
+local function spec_of(cfg, method, url, opts)
+  if opts == nil then
+    local by_method = templates[cfg]
+    local mt = by_method and by_method[method or "GET"]
+    if mt then return setmetatable({ url = check_url(cfg, url) }, mt) end
+    local spec = prepare(cfg, method, url, nil)
+    remember(cfg, method or "GET", spec)
+    return spec
+  end
+  return prepare(cfg, method, url, opts)
+end
+
 --- Runs one request. Called in tail position by every public entry point,
 --- so level 2 of an error is the user's call site.
 local function request_impl(session, cfg, method, url, opts, fname, pos)
-  local ok, spec = pcall(prepare, cfg, method, url, opts)
+  local ok, spec = pcall(spec_of, cfg, method, url, opts)
   if not ok then
     if getmetatable(spec) == ArgError then
       error(format("bad argument #%d to '%s' (%s)", pos[spec.which] or 1,
