@@ -24,6 +24,7 @@
 #include "internal.h"
 
 static const char names_key = 'N';
+static const char task_mt_key = 'T';
 
 #define POOL_MAX 256
 #define INLINE_ARGS 3 /* task arguments kept in user values */
@@ -614,7 +615,9 @@ lunio_task *lunio__spawn(lua_State *L, lunio_loop *loop, int nargs) {
   t->kind = LUNIO_KIND_TASK;
   t->state = LUNIO_NEW;
   t->id = ++loop->next_id;
-  luaL_setmetatable(L, LUNIO_TASK_MT);
+  /* The Task metatable by address, not by name: spawn is a hot path. */
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &task_mt_key);
+  lua_setmetatable(L, -2);
   if (nargs <= INLINE_ARGS) {
     int i;
     for (i = nargs; i >= 0; i--) {
@@ -1143,6 +1146,8 @@ int luaopen_lunio_task(lua_State *L) {
                                    {"Future", core_future},
                                    {NULL, NULL}};
   new_class(L, LUNIO_TASK_MT, common, task_own, 0);
+  luaL_getmetatable(L, LUNIO_TASK_MT);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &task_mt_key);
   new_class(L, LUNIO_FAILED_TASK_MT, common, task_own, 1);
   new_class(L, LUNIO_FUTURE_MT, common, future_own, 0);
   lua_newtable(L); /* task names, weak keys */
