@@ -3,9 +3,7 @@ local lunio = require "lunio"
 local core = require "lunio.core"
 local async = lunio.testing.async
 
-local function settle(n)
-  for _ = 1, n or 3 do lunio.sleep(0) end
-end
+local settle = require("helper").settle
 
 local function after(s, ...)
   local v = table.pack(...)

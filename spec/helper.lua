@@ -211,4 +211,17 @@ function helper.cost(fn, ...)
   return os.clock() - c0, lunio.now() - t0
 end
 
+-- Lets every ready task run until all are parked again (n ticks).
+function helper.settle(n)
+  for _ = 1, n or 3 do lunio.sleep(0) end
+end
+
+-- Calls f(...), which must fail; returns the lunio error's kind, or the
+-- error itself as a string.
+function helper.kind_of(f, ...)
+  local ok, err = pcall(f, ...)
+  assert(not ok, "expected an error")
+  return lunio.is_error(err) and err.kind or tostring(err)
+end
+
 return helper

@@ -2,18 +2,10 @@
 -- FIFO fairness among getters and putters, join/task_done, shutdown, and
 -- cancellation safety (no item lost, none duplicated).
 local lunio = require "lunio"
-local core = require "lunio.core"
 local async = lunio.testing.async
 
-local function settle(n)
-  for _ = 1, n or 3 do lunio.sleep(0) end
-end
-
-local function kind_of(f, ...)
-  local ok, err = pcall(f, ...)
-  assert(not ok, "expected an error")
-  return core.is_error(err) and err.kind or tostring(err)
-end
+local h = require "helper"
+local settle, kind_of = h.settle, h.kind_of
 
 
 describe("lunio.Queue", function()

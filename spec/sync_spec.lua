@@ -1,19 +1,10 @@
 -- Event, Lock, Semaphore, BoundedSemaphore and Condition (lua/lunio/sync.lua):
 -- behaviour, FIFO fairness, and consistency when waiters are cancelled.
 local lunio = require "lunio"
-local core = require "lunio.core"
 local async = lunio.testing.async
 
--- Lets every ready task run until all are parked again.
-local function settle(n)
-  for _ = 1, n or 3 do lunio.sleep(0) end
-end
-
-local function kind_of(f, ...)
-  local ok, err = pcall(f, ...)
-  assert(not ok, "expected an error")
-  return core.is_error(err) and err.kind or tostring(err)
-end
+local h = require "helper"
+local settle, kind_of = h.settle, h.kind_of
 
 
 describe("lunio.Event", function()
