@@ -35,29 +35,30 @@ static int error_tostring(lua_State *L) {
   return 1;
 }
 
-int lunio__error_new(lua_State *L, const char *kind, const char *fmt, ...) {
-  va_list ap;
+/* Pushes {kind=, message=} with the Error metatable; fmt as lua_pushfstring. */
+static void push_error(lua_State *L, const char *kind, const char *fmt,
+                       va_list ap) {
   lua_createtable(L, 0, 3);
   lua_pushstring(L, kind);
   lua_setfield(L, -2, "kind");
-  va_start(ap, fmt);
   lua_pushvfstring(L, fmt, ap);
-  va_end(ap);
   lua_setfield(L, -2, "message");
   luaL_setmetatable(L, LUNIO_ERROR_MT);
+}
+
+int lunio__error_new(lua_State *L, const char *kind, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  push_error(L, kind, fmt, ap);
+  va_end(ap);
   return lua_gettop(L);
 }
 
 int lunio__error_raise(lua_State *L, const char *kind, const char *fmt, ...) {
   va_list ap;
-  lua_createtable(L, 0, 3);
-  lua_pushstring(L, kind);
-  lua_setfield(L, -2, "kind");
   va_start(ap, fmt);
-  lua_pushvfstring(L, fmt, ap);
+  push_error(L, kind, fmt, ap);
   va_end(ap);
-  lua_setfield(L, -2, "message");
-  luaL_setmetatable(L, LUNIO_ERROR_MT);
   return lua_error(L);
 }
 

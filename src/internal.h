@@ -131,6 +131,12 @@ uv_loop_t *lunio__uv(lunio_loop *loop);
 double lunio__time(lunio_loop *loop);
 /* now + delay, rounded up so that (deadline - now) >= delay holds. */
 double lunio__deadline(double now, double delay);
+/* Raises a bad argument unless the value at idx is a function or has
+ * __call. */
+void lunio__check_callable(lua_State *L, int idx);
+/* Pushes the values t[1..t.n] of the packed table at idx, removes the
+ * table, and returns n (callables with arguments, multiple results). */
+int lunio__unpack(lua_State *L, int idx);
 /* Pop the ready queue's front (the queue must not be empty). */
 lunio_task *lunio__ready_pop(lunio_loop *loop);
 /* Append t to the ready queue (t must be anchored). */

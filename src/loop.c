@@ -24,8 +24,8 @@
 #include "internal.h"
 
 static const char state_key = 'S';
-/* Registry slot with the running loop as a light userdata: the fast path
- * of lunio__running_loop, taken by every await. */
+/* Registry slot holding the running Loop userdata (nil when none runs):
+ * one raw lookup for lunio__running_loop, which every await takes. */
 static const char running_key = 'R';
 
 /* ---- module state ---------------------------------------------------- */
@@ -322,11 +322,25 @@ static lunio_task *check_handle(lua_State *L, int idx) {
   return luaL_checkudata(L, idx, LUNIO_HANDLE_MT);
 }
 
-static void check_callable(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TFUNCTION && !luaL_getmetafield(L, idx, "__call"))
+int lunio__unpack(lua_State *L, int idx) {
+  int i, n;
+  idx = lua_absindex(L, idx);
+  lua_getfield(L, idx, "n");
+  n = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  luaL_checkstack(L, n, "too many values");
+  for (i = 1; i <= n; i++)
+    lua_rawgeti(L, idx, i);
+  lua_remove(L, idx);
+  return n;
+}
+
+void lunio__check_callable(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TFUNCTION)
+    return;
+  if (!luaL_getmetafield(L, idx, "__call"))
     luaL_typeerror(L, idx, "callable");
-  else if (lua_type(L, idx) != LUA_TFUNCTION)
-    lua_pop(L, 1);
+  lua_pop(L, 1);
 }
 
 /* Creates a handle for the callable at fn and the values above it; pushes
@@ -375,17 +389,8 @@ static void run_handle(lua_State *L, lunio_loop *loop, lunio_task *h) {
   }
   lua_pushcfunction(L, callback_msgh);
   lua_getiuservalue(L, -2, 1);
-  if (h->flags & LUNIO_F_MULTI) {
-    int i, n;
-    lua_getfield(L, -1, "n");
-    n = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    luaL_checkstack(L, n, "too many callback arguments");
-    for (i = 1; i <= n; i++)
-      lua_rawgeti(L, base + 3, i);
-    lua_remove(L, base + 3);
-    nargs = n - 1;
-  }
+  if (h->flags & LUNIO_F_MULTI)
+    nargs = lunio__unpack(L, base + 3) - 1;
   if (lua_pcall(L, nargs, 0, base + 2) != LUA_OK) {
     /* stack: handle, msgh, error (and the traceback the handler added) */
     int err = base + 3;
@@ -626,11 +631,7 @@ static int drive(lua_State *L) {
 static void enter(lua_State *L, lunio_loop *loop, int ud) {
   if (lunio__running_loop(L) != NULL)
     luaL_error(L, "cannot run a loop: a loop is already running");
-  push_state(L);
   lua_pushvalue(L, ud);
-  lua_setfield(L, -2, "running");
-  lua_pop(L, 1);
-  lua_pushlightuserdata(L, loop);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &running_key);
   loop->L = L;
   loop->running = 1;
@@ -641,10 +642,6 @@ static void enter(lua_State *L, lunio_loop *loop, int ud) {
 }
 
 static void leave(lua_State *L, lunio_loop *loop) {
-  push_state(L);
-  lua_pushnil(L);
-  lua_setfield(L, -2, "running");
-  lua_pop(L, 1);
   lua_pushnil(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &running_key);
   uv_signal_stop(&loop->sigint);
@@ -659,7 +656,7 @@ static int loop_run(lua_State *L) {
   int nargs = lua_gettop(L) - 2, main_idx, rc;
   run_state rs;
   lunio_task *main;
-  check_callable(L, 2);
+  lunio__check_callable(L, 2);
   if (lunio__running_loop(L) != NULL)
     return luaL_error(L, "cannot run a loop: a loop is already running");
   main = lunio__spawn(L, loop, nargs);
@@ -773,7 +770,7 @@ static int loop_time(lua_State *L) {
 static int loop_call_soon(lua_State *L) {
   lunio_loop *loop = check_loop(L, 1);
   lunio_task *h;
-  check_callable(L, 2);
+  lunio__check_callable(L, 2);
   h = new_handle(L, loop, 2);
   lunio__ready_push(loop, h);
   return 1;
@@ -781,7 +778,7 @@ static int loop_call_soon(lua_State *L) {
 
 static int schedule_at(lua_State *L, lunio_loop *loop, double when) {
   lunio_task *h;
-  check_callable(L, 3);
+  lunio__check_callable(L, 3);
   h = new_handle(L, loop, 3);
   h->when = when;
   if (lunio__heap_push(&loop->heap, h) != 0) {
@@ -808,7 +805,7 @@ static int loop_call_at(lua_State *L) {
 
 static int loop_create_task(lua_State *L) {
   lunio_loop *loop = check_loop(L, 1);
-  check_callable(L, 2);
+  lunio__check_callable(L, 2);
   lunio__spawn(L, loop, lua_gettop(L) - 2);
   return 1;
 }
@@ -893,7 +890,7 @@ static int loop_active_handles(lua_State *L) {
 static int loop_set_exception_handler(lua_State *L) {
   lunio_loop *loop = check_loop(L, 1);
   if (!lua_isnil(L, 2))
-    check_callable(L, 2);
+    lunio__check_callable(L, 2);
   lua_settop(L, 2);
   luaL_unref(L, LUA_REGISTRYINDEX, loop->handler_ref);
   loop->handler_ref =
@@ -920,7 +917,7 @@ static int loop_set_watchdog(lua_State *L) {
     return 0;
   {
     double s = luaL_checknumber(L, 2);
-    check_callable(L, 3);
+    lunio__check_callable(L, 3);
     lua_settop(L, 3);
     loop->watchdog_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     uv_timer_start(&loop->watchdog, on_watchdog,
@@ -973,14 +970,14 @@ static int core_default_loop(lua_State *L) {
 
 /* running_loop() -> the running Loop or nil */
 static int core_running_loop(lua_State *L) {
-  push_state_loop(L, "running");
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &running_key);
   return 1;
 }
 
 /* set_exception_handler(fn|nil): the handler of every loop that has none */
 static int core_set_exception_handler(lua_State *L) {
   if (!lua_isnil(L, 1))
-    check_callable(L, 1);
+    lunio__check_callable(L, 1);
   lua_settop(L, 1);
   push_state(L);
   lua_pushvalue(L, 1);

@@ -156,17 +156,8 @@ int lunio__push_results(lua_State *L, int idx) {
     lua_pop(L, 1);
     return 0;
   }
-  if (t->flags & LUNIO_F_MULTI) {
-    int i, n, tbl = lua_gettop(L);
-    lua_getfield(L, tbl, "n");
-    n = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    luaL_checkstack(L, n, "too many results");
-    for (i = 1; i <= n; i++)
-      lua_rawgeti(L, tbl, i);
-    lua_remove(L, tbl);
-    return n;
-  }
+  if (t->flags & LUNIO_F_MULTI)
+    return lunio__unpack(L, -1);
   return 1;
 }
 
@@ -372,15 +363,9 @@ static int runner_next(lua_State *co) {
     }
     lua_pushcfunction(co, task_msgh); /* index 3 */
     if (t->flags & LUNIO_F_MULTI) {
-      int i;
       lua_getiuservalue(co, 2, 1);
-      lua_getfield(co, 4, "n");
-      nargs = (int)lua_tointeger(co, -1);
-      lua_pop(co, 1);
-      luaL_checkstack(co, nargs + LUA_MINSTACK, "too many arguments");
-      for (i = 1; i <= nargs; i++)
-        lua_rawgeti(co, 4, i);
-      lua_remove(co, 4);
+      nargs = lunio__unpack(co, 4);
+      luaL_checkstack(co, LUA_MINSTACK, "too many arguments");
       t->flags &= ~LUNIO_F_MULTI;
     } else {
       int i;
@@ -644,14 +629,6 @@ lunio_task *lunio__spawn(lua_State *L, lunio_loop *loop, int nargs) {
   return t;
 }
 
-static void check_callable(lua_State *L, int idx) {
-  if (lua_type(L, idx) == LUA_TFUNCTION)
-    return;
-  if (!luaL_getmetafield(L, idx, "__call"))
-    luaL_typeerror(L, idx, "callable");
-  lua_pop(L, 1);
-}
-
 /* The loop new work goes to: the running one, else the default one. */
 static lunio_loop *target_loop(lua_State *L) {
   lunio_task *t = lunio__task_of(L);
@@ -664,7 +641,7 @@ static lunio_loop *target_loop(lua_State *L) {
 
 /* spawn(fn, ...) -> Task */
 static int core_spawn(lua_State *L) {
-  check_callable(L, 1);
+  lunio__check_callable(L, 1);
   lunio__spawn(L, target_loop(L), lua_gettop(L) - 1);
   return 1;
 }
@@ -975,7 +952,7 @@ static int task_error(lua_State *L) {
 
 static int task_add_done_callback(lua_State *L) {
   lunio_task *t = lunio__check_awaitable(L, 1);
-  check_callable(L, 2);
+  lunio__check_callable(L, 2);
   lua_settop(L, 2);
   if (LUNIO_IS_DONE(t)) {
     lua_pushvalue(L, 1);
