@@ -141,18 +141,25 @@ describe("lunio.timeout", function()
       assert.is_true(outer_ok)
     end, VT))
 
+    -- An outer scope of `outer` s around an inner one of `inner` s around a
+    -- sleep of 5 s; returns pcall's results and what the inner block saw.
+    local function nested(outer, inner)
+      local inner_saw
+      local ok, err = pcall(function()
+        local _ <close> = lunio.timeout(outer)
+        local _, e = pcall(function()
+          local _ <close> = lunio.timeout(inner)
+          lunio.sleep(5)
+        end)
+        inner_saw = e
+        error(e, 0)
+      end)
+      return ok, err, inner_saw
+    end
+
     it("the outer deadline passes through the inner scope unconverted",
       async(function()
-        local inner_saw
-        local ok, err = pcall(function()
-          local _ <close> = lunio.timeout(1)
-          local _, e = pcall(function()
-            local _ <close> = lunio.timeout(10)
-            lunio.sleep(5)
-          end)
-          inner_saw = e
-          error(e, 0)
-        end)
+        local ok, err, inner_saw = nested(1, 10)
         assert.is_false(ok)
         assert.is_true(lunio.is_error(inner_saw, "cancelled"))
         assert.is_true(lunio.is_error(err, "timeout"))
@@ -160,16 +167,7 @@ describe("lunio.timeout", function()
 
     it("equal deadlines: the outer one fires first; the inner withdraws its own",
       async(function()
-        local inner_saw
-        local ok, err = pcall(function()
-          local _ <close> = lunio.timeout(1)
-          local _, e = pcall(function()
-            local _ <close> = lunio.timeout(1)
-            lunio.sleep(5)
-          end)
-          inner_saw = e
-          error(e, 0)
-        end)
+        local ok, err, inner_saw = nested(1, 1)
         assert.is_false(ok)
         assert.is_true(lunio.is_error(inner_saw, "cancelled"))
         assert.is_true(lunio.is_error(err, "timeout"))
