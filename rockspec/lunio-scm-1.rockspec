@@ -1,7 +1,9 @@
 -- luarocks build of lunio: `luarocks --lua-version=5.4 make
--- rockspec/lunio-scm-1.rockspec` from the repository root. The CMake build
--- (CMakeLists.txt) is the one used for development; keep the source list
--- below in step with src/.
+-- rockspec/lunio-scm-1.rockspec` from the repository root (README.md). The
+-- CMake build (CMakeLists.txt) is the one used for development. The C source
+-- list must be src/*.c and every lua/ file a module, and the release
+-- rockspec(s) beside this one must differ only in version and source:
+-- scripts/check-rock.sh (make test) fails otherwise.
 rockspec_format = "3.0"
 package = "lunio"
 version = "scm-1"
@@ -27,9 +29,14 @@ dependencies = {
   "lua >= 5.4",
 }
 
+-- LuaRocks looks for a header only in PREFIX/include, but Debian and Ubuntu
+-- keep curl/curl.h in the multiarch directory (/usr/include/x86_64-linux-gnu),
+-- which gcc searches by itself. So LIBCURL is found by its library alone;
+-- LIBUV keeps its header test (uv.h is in PREFIX/include everywhere) so that
+-- a missing libuv1-dev is reported by LuaRocks rather than by the compiler.
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
-  LIBCURL = { header = "curl/curl.h", library = "curl" },
+  LIBCURL = { library = "curl" },
 }
 
 build = {
