@@ -1,6 +1,8 @@
 # lunio: a thin wrapper over scripts/deps.sh, CMake, busted, luacheck and
 # luarocks. CMakeLists.txt is the one build description; `make help` lists
-# the targets.
+# the targets. Each target first installs the Debian packages of its own
+# group (scripts/deps.sh GROUP: build, test, lint, asan, valgrind, bench), so
+# `make test` does not pull in valgrind, clang-format or the benchmark peers.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -14,6 +16,8 @@ WERROR ?= ON
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 LUA ?= lua5.4
 BUSTED_ARGS ?=
+# the groups `make deps` installs
+DEPS ?= build test
 # e.g. ASAN_EXTRA=:fast_unwind_on_malloc=0 for leak stacks through libcurl
 ASAN_EXTRA ?=
 
@@ -42,33 +46,40 @@ C_FILES = $(wildcard src/*.c src/*.h)
   bench check-rock clean
 
 help:
-	@echo 'make deps            install the Debian packages (scripts/deps.sh)'
-	@echo 'make build           build lunio.core into $(BUILD_DIR)/lunio/core.so'
-	@echo 'make test            build, run the busted suite, then check-rock'
-	@echo 'make demo            build, then run scripts/demo.sh'
-	@echo 'make check-asan      suite under ASan+UBSan ($(ASAN_DIR)/), plain and GC stress'
-	@echo 'make check-valgrind  suite under valgrind, plain and GC stress'
-	@echo 'make lint            luacheck and clang-format --dry-run'
-	@echo 'make format          clang-format -i src/*.c src/*.h'
-	@echo 'make bench           run bench/run'
-	@echo 'make check-rock      luarocks make into a temporary tree and smoke-test'
+	@echo 'Each target first installs the Debian packages it needs (its group):'
+	@echo 'make deps            install the groups in DEPS (default: build test)'
+	@echo 'make build           build lunio.core: $(BUILD_DIR)/lunio/core.so        [build]'
+	@echo 'make test            build, run the busted suite, then check-rock [test]'
+	@echo 'make demo            build, then run scripts/demo.sh              [test]'
+	@echo 'make check-asan      suite under ASan+UBSan, plain and GC stress  [asan]'
+	@echo 'make check-valgrind  suite under valgrind, plain and GC stress    [valgrind]'
+	@echo 'make lint            luacheck and clang-format --dry-run          [lint]'
+	@echo 'make format          clang-format -i src/*.c src/*.h              [lint]'
+	@echo 'make bench           run bench/run                                [bench]'
+	@echo "make check-rock      README.md's install commands, rockspec lists [test]"
 	@echo 'make clean           remove build directories and luarocks leftovers'
 	@echo 'Variables: BUSTED_ARGS (e.g. spec/timer_spec.lua), WERROR=OFF, JOBS, ASAN_CC=clang,'
-	@echo '  ASAN_EXTRA (e.g. :fast_unwind_on_malloc=0 for full leak stacks)'
+	@echo '  ASAN_EXTRA (e.g. :fast_unwind_on_malloc=0 for full leak stacks), DEPS (e.g. "lint bench")'
 
 deps:
-	scripts/deps.sh
+	scripts/deps.sh $(DEPS)
 
-build: deps
+build:
+	scripts/deps.sh build
 	cmake -S . -B $(BUILD_DIR) --log-level=WARNING \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLUNIO_WERROR=$(WERROR)
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
+# check-spec-deps first: a spec that runs a program outside the test group
+# would pass here and fail on a fresh machine.
 test: build
+	scripts/deps.sh test
+	scripts/check-spec-deps.sh
 	LUNIO_BUILD_DIR=$(BUILD_DIR) $(LUA) $(BUSTED)
 	scripts/check-rock.sh
 
 demo: build
+	scripts/deps.sh test
 	scripts/demo.sh
 
 # One sanitized run of the suite; $(1) adds environment (GC stress).
@@ -83,7 +94,8 @@ define asan_run
 	exit $$status
 endef
 
-check-asan: deps
+check-asan:
+	scripts/deps.sh asan
 	cmake -S . -B $(ASAN_DIR) --log-level=WARNING \
 	  -DCMAKE_C_COMPILER=$(ASAN_CC) -DCMAKE_BUILD_TYPE=Debug \
 	  -DLUNIO_SANITIZE=ON -DLUNIO_WERROR=$(WERROR)
@@ -92,22 +104,27 @@ check-asan: deps
 	$(call asan_run,LUNIO_GC_STRESS=1)
 
 check-valgrind: build
+	scripts/deps.sh valgrind
 	LUNIO_BUILD_DIR=$(BUILD_DIR) $(VALGRIND) $(LUA) $(BUSTED) \
 	  --exclude-tags=slow,novalgrind
 	LUNIO_BUILD_DIR=$(BUILD_DIR) LUNIO_GC_STRESS=1 $(VALGRIND) $(LUA) \
 	  $(BUSTED) --exclude-tags=slow,novalgrind
 
 lint:
+	scripts/deps.sh lint
 	luacheck $(LUACHECK_PATHS)
 	$(if $(C_FILES),clang-format --dry-run --Werror $(C_FILES))
 
 format:
+	scripts/deps.sh lint
 	$(if $(C_FILES),clang-format -i $(C_FILES))
 
 bench: build
+	scripts/deps.sh bench
 	bench/run
 
-check-rock: deps
+check-rock:
+	scripts/deps.sh test
 	scripts/check-rock.sh
 
 clean:
