@@ -53,7 +53,7 @@ help:
 	@echo 'make demo            build, then run scripts/demo.sh              [test]'
 	@echo 'make check-asan      suite under ASan+UBSan, plain and GC stress  [asan]'
 	@echo 'make check-valgrind  suite under valgrind, plain and GC stress    [valgrind]'
-	@echo 'make lint            luacheck and clang-format --dry-run          [lint]'
+	@echo 'make lint            luacheck, clang-format --dry-run, C layers [lint]'
 	@echo 'make format          clang-format -i src/*.c src/*.h              [lint]'
 	@echo 'make bench           run bench/run                                [bench]'
 	@echo "make check-rock      README.md's install commands, rockspec lists [test]"
@@ -110,10 +110,11 @@ check-valgrind: build
 	LUNIO_BUILD_DIR=$(BUILD_DIR) LUNIO_GC_STRESS=1 $(VALGRIND) $(LUA) \
 	  $(BUSTED) --exclude-tags=slow,novalgrind
 
-lint:
+lint: build
 	scripts/deps.sh lint
 	luacheck $(LUACHECK_PATHS)
 	$(if $(C_FILES),clang-format --dry-run --Werror $(C_FILES))
+	$(LUA) scripts/check-layers.lua $(BUILD_DIR)
 
 format:
 	scripts/deps.sh lint

@@ -44,8 +44,9 @@ build = {
   modules = {
     ["lunio.core"] = {
       sources = {
-        "src/core.c", "src/loop.c", "src/task.c", "src/timer.c",
-        "src/errors.c", "src/coro.c", "src/http.c",
+        "src/clock.c", "src/core.c", "src/coro.c", "src/dns.c",
+        "src/errors.c", "src/http.c", "src/loop.c", "src/req.c",
+        "src/resource.c", "src/sched.c", "src/task.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "$(LIBUV_INCDIR)", "$(LIBCURL_INCDIR)" },

@@ -2,9 +2,9 @@
  * core.c - luaopen_lunio_core: assembles the `lunio.core` module.
  *
  * lunio.core is the C half of lunio: loops, tasks, futures, timers, error
- * objects and the HTTP engine. The public API is lua/lunio/init.lua, which
- * wraps these primitives; nothing here is meant to be called by users
- * directly, and its names may change between versions.
+ * objects, name resolution and the HTTP engine. The public API is
+ * lua/lunio/init.lua, which wraps these primitives; nothing here is meant to be
+ * called by users directly, and its names may change between versions.
  */
 #include <dirent.h>
 #include <stdlib.h>
@@ -34,37 +34,29 @@ static int core_open_fds(lua_State *L) {
 }
 
 /*
+ * tune_allocator() -> true when glibc's malloc was tuned, false elsewhere.
+ *
  * Lua's collector frees garbage in bursts; glibc then returns the free top
  * of the heap to the kernel (beyond 128 KiB) and the next allocations fault
- * the same pages in again. Under a busy loop that churn cost a third of the
- * HTTP client's throughput (27,000 page faults for 20,000 requests, against
- * 1,400 with this setting). Keeping 16 MiB of slack at the top of the heap
- * stops it. It is process-wide, so it is documented (docs/reference.md) and
- * LUNIO_MALLOC_TUNING=0 turns it off. The call is idempotent.
+ * the same pages in again. Keeping 16 MiB of slack at the top of the heap
+ * stops that churn, and a 1 MiB mmap threshold keeps mid-sized blocks in
+ * the padded heap. Both are process-wide, so lunio never does this when it
+ * is loaded: a program that owns its process opts in (the lunio command
+ * does). See docs/reference.md and bench/README.md for what it buys.
  */
-static void tune_malloc(void) {
+static int core_tune_allocator(lua_State *L) {
 #if defined(__GLIBC__) && defined(M_TOP_PAD)
-  const char *opt = getenv("LUNIO_MALLOC_TUNING");
-  if (opt != NULL && strcmp(opt, "0") == 0)
-    return;
-  mallopt(M_TOP_PAD, 16 << 20);
-  /* Setting M_TOP_PAD freezes glibc's mmap threshold at 128 KiB; 1 MiB
-   * keeps mid-sized blocks in the padded heap and still maps big ones
-   * (large arrays then grow by mremap, without copying). W1 went from a
-   * bimodal 1.9/2.9 M tasks/s to a steady 2.7-3.0 M with it. */
-  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  lua_pushboolean(L, mallopt(M_TOP_PAD, 16 << 20) == 1 &&
+                         mallopt(M_MMAP_THRESHOLD, 1 << 20) == 1);
+#else
+  lua_pushboolean(L, 0);
 #endif
+  return 1;
 }
 
 LUNIO_API int luaopen_lunio_core(lua_State *L) {
   luaL_checkversion(L);
-  tune_malloc();
-  /* Lua leaves the main thread's extra space uninitialised and every new
-   * coroutine copies it: zero it so coroutines created from now on start
-   * with no task (lunio__task_of still guards older ones). */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-  LUNIO_TASK_OF(lua_tothread(L, -1)) = NULL;
-  lua_pop(L, 1);
+  lunio__open_sched(L);
   lua_newtable(L);
   luaopen_lunio_errors(L);
   luaopen_lunio_loop(L);
@@ -73,6 +65,9 @@ LUNIO_API int luaopen_lunio_core(lua_State *L) {
   lua_setfield(L, -2, "coroutine");
   lunio__open_http(L);
   lua_setfield(L, -2, "http");
+  lunio__open_dns(L);
+  lua_pushcfunction(L, core_tune_allocator);
+  lua_setfield(L, -2, "tune_allocator");
   lua_pushcfunction(L, core_open_fds);
   lua_setfield(L, -2, "open_fds");
   lua_pushliteral(L, LUNIO_VERSION);

@@ -9,9 +9,14 @@
  * wake values are passed down into the inner coroutine. Ordinary yields go
  * to the resumer, as with the standard library.
  *
- * The inner coroutine learns which task it works for through its
- * LUA_EXTRASPACE, set from the resumer's on every resume.
+ * While an inner coroutine runs, the loop's running_co names it: that is
+ * how an await inside it knows which task it works for, and how a parked
+ * coroutine tells the scheduler's resumes from anybody else's. The loop's
+ * chain_yieldable says whether every coroutine between it and the
+ * scheduler can still yield (not inside table.sort's comparator, say).
  */
+#include <string.h>
+
 #include "internal.h"
 
 static lua_State *check_co(lua_State *L, int arg) {
@@ -22,9 +27,24 @@ static lua_State *check_co(lua_State *L, int arg) {
 
 static int resume_k(lua_State *L, int status, lua_KContext ctx);
 
+/* Whether the value at idx of co is the shared "refused resume" error: co
+ * was parked in a lunio await of another task and refused our resume. */
+static int is_refusal(lua_State *L, lua_State *co) {
+  int same;
+  lunio__push_refusal(L);
+  lua_pushvalue(co, -1);
+  lua_xmove(co, L, 1);
+  same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same;
+}
+
 /* Resumes co with the n values at the top of L. */
 static int resume_inner(lua_State *L, lua_State *co, int n) {
   lunio_task *t = lunio__task_of(L);
+  lunio_loop *loop = t != NULL ? t->loop : NULL;
+  lua_State *prev_co = NULL;
+  unsigned prev_yieldable = 0;
   int status, nres;
   if (lua_status(co) == LUA_OK && lua_gettop(co) == 0) {
     lua_pushboolean(L, 0);
@@ -36,18 +56,31 @@ static int resume_inner(lua_State *L, lua_State *co, int n) {
     lua_pushliteral(L, "too many arguments to resume");
     return 2;
   }
-  LUNIO_TASK_OF(co) = t;
   lua_xmove(L, co, n);
+  if (loop != NULL) { /* co runs for t until it returns or yields */
+    prev_co = loop->running_co;
+    prev_yieldable = loop->chain_yieldable;
+    loop->running_co = co;
+    loop->chain_yieldable = prev_yieldable && lua_isyieldable(L);
+  }
   status = lua_resume(co, L, n, &nres);
-  /* Forget the task: a later plain coroutine.resume of co must not let
-   * an await inside it pass for the task's own. */
-  LUNIO_TASK_OF(co) = NULL;
-  if (status == LUA_YIELD && t != NULL && t->loop->awaited) {
+  if (loop != NULL) {
+    loop->running_co = prev_co;
+    loop->chain_yieldable = prev_yieldable;
+  }
+  if (status == LUA_YIELD && loop != NULL && loop->awaited) {
     /* An await inside co: suspend this coroutine too (keeping the mark
-     * for whoever resumed us) and carry the wake values down later. */
+     * for whoever resumed us) and carry the wake values down later. The
+     * await only parked because the whole chain can yield. */
     lua_pop(co, nres);
     lua_settop(L, 1);
-    return lua_yieldk(L, 0, 0, resume_k);
+    return lua_yieldk(L, 0, (lua_KContext)t, resume_k);
+  }
+  if (status == LUA_YIELD && nres == 1 && is_refusal(L, co)) {
+    lua_pop(co, 1);
+    lunio__push_refusal(L);
+    lua_getfield(L, -1, "message");
+    return lunio__error_raise(L, "invalid_state", "%s", lua_tostring(L, -1));
   }
   if (status == LUA_OK || status == LUA_YIELD) {
     if (!lua_checkstack(L, nres + 1)) {
@@ -65,9 +98,13 @@ static int resume_inner(lua_State *L, lua_State *co, int n) {
   return 2;
 }
 
+/* The frame is [co]; ctx is the task that parked. */
 static int resume_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  (void)ctx;
+  if (!lunio__resume_ok(L, (lunio_task *)ctx)) {
+    lua_settop(L, 1);
+    return lunio__refuse_resume(L, ctx, resume_k);
+  }
   return resume_inner(L, lua_tothread(L, 1), lua_gettop(L) - 1);
 }
 
@@ -80,7 +117,6 @@ static int co_create(lua_State *L) {
   lua_State *co;
   luaL_checktype(L, 1, LUA_TFUNCTION);
   co = lua_newthread(L);
-  LUNIO_TASK_OF(co) = NULL;
   lua_pushvalue(L, 1);
   lua_xmove(L, co, 1);
   return 1;

@@ -6,6 +6,7 @@
  * when the error crossed a task boundary, the task's traceback. Tables keep
  * errors cheap to create and easy to extend (.url, .status, .errors ...).
  */
+#include <ctype.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -59,6 +60,33 @@ int lunio__error_raise(lua_State *L, const char *kind, const char *fmt, ...) {
   va_start(ap, fmt);
   push_error(L, kind, fmt, ap);
   va_end(ap);
+  return lua_error(L);
+}
+
+int lunio__uv_error_new(lua_State *L, int status, const char *what) {
+  char kind[32];
+  const char *name = uv_err_name(status);
+  size_t i;
+  /* "ECONNREFUSED" -> "econnrefused"; unknown codes keep libuv's name
+   * ("Unknown system error -n") out of the kind. */
+  for (i = 0; name[i] != '\0' && i < sizeof kind - 1; i++)
+    kind[i] = isalnum((unsigned char)name[i])
+                  ? (char)tolower((unsigned char)name[i])
+                  : '_';
+  kind[i] = '\0';
+  if (strncmp(name, "Unknown", 7) == 0)
+    strcpy(kind, "uv_error");
+  if (what != NULL)
+    lunio__error_new(L, kind, "%s: %s", what, uv_strerror(status));
+  else
+    lunio__error_new(L, kind, "%s", uv_strerror(status));
+  lua_pushinteger(L, status);
+  lua_setfield(L, -2, "code");
+  return lua_gettop(L);
+}
+
+int lunio__uv_error_raise(lua_State *L, int status, const char *what) {
+  lunio__uv_error_new(L, status, what);
   return lua_error(L);
 }
 

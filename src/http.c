@@ -30,6 +30,7 @@
  * unlinks it first.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,9 @@
 /* Streamed bodies: pause the transfer above HWM buffered bytes, resume it
  * when the reader has drained below half of it. */
 #define STREAM_HWM (1024 * 1024)
+/* Most body memory reserved from Content-Length before the data arrives;
+ * beyond it the buffer grows as data comes. */
+#define BODY_RESERVE_MAX ((curl_off_t)16 << 20)
 /* Idle easy handles kept per session for reuse. */
 #define MAX_FREE_EASY 128
 
@@ -63,13 +67,15 @@ typedef struct hbuf {
 enum { SPARE_MAX = 8 };
 #define SPARE_CAP_MAX ((size_t)8 << 20)
 
+/* The module's per-loop state (a loop extension): recycled body buffers.
+ * Sessions are the loop's resources; the module-level session is kept in
+ * the loop's state table under default_session_key. */
 typedef struct http_loop {
-  lunio_loop *loop;
-  sess *sessions;  /* every live session bound to this loop */
-  int default_ref; /* registry ref of the module-level session */
   hbuf spare[SPARE_MAX];
   int nspare;
 } http_loop;
+
+static const char default_session_key = 'H';
 
 typedef struct pollctx {
   uv_poll_t h;
@@ -86,10 +92,10 @@ typedef struct sess_ud {
 } sess_ud;
 
 struct sess {
+  lunio_resource res; /* registered with the loop while open */
   http_loop *hl;
   lunio_loop *loop;
   sess_ud *ud; /* NULL once the userdata was collected */
-  sess *next, *prev;
   CURLM *multi;
   CURLSH *share;
   uv_timer_t timer; /* curl's timeout */
@@ -178,8 +184,13 @@ static int hbuf_add(hbuf *b, const char *s, size_t n) {
 
 static void hbuf_free(hbuf *b);
 
+static void hl_free(lunio_loop *loop, void *ext);
+
+static const lunio_ext_ops http_ext = {"http", sizeof(http_loop), NULL,
+                                       hl_free};
+
 static http_loop *loop_http(lunio_loop *loop) {
-  return loop ? *lunio__http_slot(loop) : NULL;
+  return loop ? lunio__loop_ext_peek(loop, &http_ext) : NULL;
 }
 
 /* Gives x's body buffer back for reuse, or frees it. */
@@ -210,16 +221,14 @@ static char *xstrdup(const char *s) {
 /* ---- per-loop state ---------------------------------------------------- */
 
 static http_loop *hl_get(lunio_loop *loop) {
-  void **slot = lunio__http_slot(loop);
-  if (*slot == NULL) {
-    http_loop *hl = calloc(1, sizeof *hl);
-    if (hl == NULL)
-      return NULL;
-    hl->loop = loop;
-    hl->default_ref = LUA_NOREF;
-    *slot = hl;
-  }
-  return *slot;
+  return lunio__loop_ext(loop, &http_ext);
+}
+
+static void hl_free(lunio_loop *loop, void *ext) {
+  http_loop *hl = ext;
+  (void)loop;
+  while (hl->nspare > 0)
+    hbuf_free(&hl->spare[--hl->nspare]);
 }
 
 /* ---- signal list: transfers whose parked task may need a wake-up ------- */
@@ -462,16 +471,17 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
       return CURL_WRITEFUNC_PAUSE;
     }
   } else if (x->body.cap == 0) {
-    /* Size the buffer once from Content-Length when it is known, starting
-     * from a recycled one if any. */
+    /* Size the buffer once from Content-Length when it is known (up to
+     * BODY_RESERVE_MAX: a server's claim is not a reason to allocate
+     * gigabytes before a byte arrived), starting from a recycled one. */
     http_loop *hl = loop_http(x->loop);
     curl_off_t cl = -1;
     if (hl != NULL && hl->nspare > 0)
       x->body = hl->spare[--hl->nspare];
     curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-    if (cl > 0 && cl < ((curl_off_t)1 << 31) &&
-        (x->max_body < 0 || cl <= x->max_body))
-      hbuf_reserve(&x->body, (size_t)cl);
+    if (cl > 0 && (x->max_body < 0 || cl <= x->max_body))
+      hbuf_reserve(&x->body, cl < BODY_RESERVE_MAX ? (size_t)cl
+                                                   : (size_t)BODY_RESERVE_MAX);
   }
   if (hbuf_add(&x->body, p, len) != 0) {
     x->write_errno = ENOMEM;
@@ -711,6 +721,19 @@ static void on_kick(uv_idle_t *h) {
 
 /* ---- sessions ---------------------------------------------------------- */
 
+static void sess_teardown(sess *s, int wake_tasks);
+
+/* The loop closes: abort the transfers (their tasks were settled already)
+ * and free the curl state. */
+static void sess_resource_close(lunio_resource *r) {
+  sess *s = (sess *)r;
+  s->depth = 0;
+  sess_teardown(s, 0);
+}
+
+static const lunio_resource_ops sess_resource = {"HttpSession",
+                                                 sess_resource_close};
+
 static sess *sess_new(lunio_loop *loop, sess_ud *u) {
   http_loop *hl = hl_get(loop);
   uv_loop_t *uv = lunio__uv(loop);
@@ -759,10 +782,7 @@ static sess *sess_new(lunio_loop *loop, sess_ud *u) {
   s->kick.data = s;
   s->open_handles = 2;
   sess_ref_handles(s, 0);
-  s->next = hl->sessions;
-  if (hl->sessions)
-    hl->sessions->prev = s;
-  hl->sessions = s;
+  lunio__resource_add(loop, &s->res, &sess_resource);
   return s;
 }
 
@@ -781,15 +801,8 @@ static void sess_teardown(sess *s, int wake_tasks) {
     s->ud->closed = 1;
     s->ud = NULL;
   }
-  if (s->hl) {
-    if (s->prev)
-      s->prev->next = s->next;
-    else
-      s->hl->sessions = s->next;
-    if (s->next)
-      s->next->prev = s->prev;
-    s->hl = NULL;
-  }
+  lunio__resource_remove(&s->res);
+  s->hl = NULL;
   while (s->active) {
     xfer *x = s->active;
     lunio_task *t = wake_tasks ? x->task : NULL;
@@ -824,27 +837,6 @@ static void sess_shutdown(sess *s) {
     return;
   }
   sess_teardown(s, 1);
-}
-
-void lunio__http_loop_close(lunio_loop *loop) {
-  void **slot = lunio__http_slot(loop);
-  http_loop *hl = *slot;
-  if (hl == NULL)
-    return;
-  while (hl->sessions) {
-    sess *s = hl->sessions;
-    s->depth = 0;
-    sess_teardown(s, 0);
-  }
-  if (hl->default_ref != LUA_NOREF) {
-    lua_State *L = lunio__loop_state(loop);
-    if (L)
-      luaL_unref(L, LUA_REGISTRYINDEX, hl->default_ref);
-  }
-  while (hl->nspare > 0)
-    hbuf_free(&hl->spare[--hl->nspare]);
-  free(hl);
-  *slot = NULL;
 }
 
 static sess_ud *check_session(lua_State *L, int idx) {
@@ -899,21 +891,15 @@ static int http_session_config(lua_State *L) {
 /* default_session([fname]) -> the running loop's shared Session; fname
  * names the caller in the "outside a running task" error. */
 static int http_default_session(lua_State *L) {
-  lunio_loop *loop;
-  http_loop *hl;
-  lunio__check_in_task(L, luaL_optstring(L, 1, "fetch"));
+  lunio_task *t = lunio__check_in_task(L, luaL_optstring(L, 1, "fetch"));
   lua_settop(L, 0);
-  loop = lunio__running_loop(L);
-  hl = hl_get(loop);
-  if (hl == NULL)
-    return luaL_error(L, "out of memory");
-  if (hl->default_ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, hl->default_ref);
+  lunio__push_loop_table(L, t->loop);
+  if (lua_rawgetp(L, 1, &default_session_key) != LUA_TNIL)
     return 1;
-  }
+  lua_pop(L, 1);
   push_session(L, 100, 0);
   lua_pushvalue(L, -1);
-  hl->default_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_rawsetp(L, 1, &default_session_key);
   return 1;
 }
 
@@ -1398,6 +1384,17 @@ static int setup_easy(lua_State *L, sess *s, xfer *x, int spec, int fresh) {
   num = opt_number(L, spec, "connect_timeout", -1);
   if (num > 0)
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ms_of(num));
+  /* Idle timeout: less than a byte a second (libcurl averages over a few
+   * seconds) for that long ends the transfer with CURLE_OPERATION_TIMEDOUT;
+   * a slow download that keeps moving is not cut. */
+  num = opt_number(L, spec, "idle_timeout", -1);
+  if (num > 0) {
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
+                     num < 1     ? 1L
+                     : num > 1e9 ? 1000000000L
+                                 : (long)ceil(num));
+  }
   redirects = (long)opt_number(L, spec, "redirects", 10);
   x->follow = redirects > 0;
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, redirects > 0 ? 1L : 0L);

@@ -4,10 +4,23 @@
  * Every cross-file helper is declared here once, with a one-line contract.
  * Nothing in here is exported from the shared object: the build uses
  * -fvisibility=hidden and only luaopen_lunio_core is marked LUNIO_API.
+ *
+ * Layers (a file calls only into its own layer or the ones below it):
+ *
+ *   modules    http.c  dns.c  (streams, fs, processes ... as they come)
+ *   I/O core   req.c       await one libuv request from a task
+ *   Lua types  loop.c  task.c  coro.c
+ *   scheduler  sched.c     ready ring, tick, park/wake/step, runners
+ *              clock.c     time, virtual clock, timer heap
+ *              resource.c  per-loop registry of open things, extensions
+ *   base       errors.c    error objects, libuv error kinds
+ *
+ * core.c assembles the module on top of everything.
  */
 #ifndef LUNIO_INTERNAL_H
 #define LUNIO_INTERNAL_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,8 +38,13 @@
 #define LUNIO_HANDLE_MT "lunio.Handle"
 #define LUNIO_ERROR_MT "lunio.Error"
 
+/* Most values lunio__wake may hand to a task (nwake is 16 bits). */
+#define LUNIO_MAX_WAKE 0xfff0
+
 typedef struct lunio_loop lunio_loop;
 typedef struct lunio_task lunio_task;
+typedef struct lunio_resource lunio_resource;
+typedef struct lunio_ext lunio_ext;
 
 typedef struct lunio_heap {
   lunio_task **items;
@@ -61,7 +79,8 @@ enum {
   LUNIO_F_NORESULT = 1 << 6,         /* finished with zero results */
   LUNIO_F_LUAPARK = 1 << 7,          /* parked by core.park(): wakeable */
   LUNIO_F_DELEGATE = 1 << 8,         /* woken to pass a cancel on */
-  LUNIO_F_DELEGATED = 1 << 9         /* passed its cancel to its target */
+  LUNIO_F_DELEGATED = 1 << 9,        /* passed its cancel to its target */
+  LUNIO_F_FUTURE_LISTED = 1 << 10    /* future: in the loop's futures set */
 };
 
 /*
@@ -72,9 +91,9 @@ enum {
 typedef void (*lunio_cancel_fn)(lunio_task *t, void *data);
 
 struct lunio_task {
-  lunio_loop *loop;
-  lua_State *co;             /* the task's coroutine while it runs */
-  lunio_task *awaiting;      /* task/future this one awaits (for cancel) */
+  lunio_loop *loop;     /* NULL once its loop was torn down (t is done then) */
+  lua_State *co;        /* the task's coroutine while it runs */
+  lunio_task *awaiting; /* task/future this one awaits (for cancel) */
   lunio_cancel_fn on_cancel; /* set while parked on C-level I/O */
   void *cancel_data;
   double when;       /* deadline while in the timer heap */
@@ -87,134 +106,74 @@ struct lunio_task {
   uint16_t flags;
 };
 
+/* Bits of lunio_loop.events: things noticed inside libuv callbacks (or a
+ * signal handler) that the scheduler acts on between ticks, where Lua may
+ * run and raise. */
+enum {
+  LUNIO_EV_WATCHDOG = 1 << 0, /* the watchdog timer fired */
+  LUNIO_EV_ABORT = 1 << 1     /* second SIGINT while idle: leave run() */
+};
+
 /*
  * Per-loop state. The Lua side of a loop (tasks anchored while pending,
- * awaiters, the coroutine pool ...) lives in registry tables referenced by
- * the *_ref fields, so the scheduler reaches them without a lookup by name.
+ * waiters, the coroutine pool ...) lives in one state table that is the
+ * Loop userdata's user value; C code that holds only this struct reaches it
+ * through the registry, keyed by the struct's address (lunio__push_loop_
+ * table). Teardown removes that key, so nothing can reach the tables of a
+ * closed loop.
  */
 struct lunio_loop {
   uv_loop_t uv;
   uv_timer_t timer;    /* armed at the earliest deadline of heap */
-  uv_signal_t sigint;  /* SIGINT cancels the main task while running */
   uv_timer_t watchdog; /* real-time limit for tests (virtual time aware) */
+  uv_async_t wakeup;   /* pokes a blocked uv_run from a signal handler */
   lua_State *L;        /* the thread that called run() */
   lunio_task **ready;  /* ring buffer of tasks/handles to step */
   uint32_t ready_head, ready_len, ready_cap;
   uint32_t budget; /* entries the current tick may still step */
   lunio_heap heap;
-  lunio_task *current; /* task being stepped, or NULL */
-  lunio_task *main;    /* main task of the current run() */
-  double armed;        /* deadline the uv timer is armed for, or -1 */
-  double vt_offset;    /* added to the monotonic clock; under virtual time,
-                          the clock itself (see lunio__time) */
-  double vt_io_start;  /* real time the current burst of I/O began */
-  uint32_t npending;   /* entries in the pending array */
-  uint32_t npool;      /* idle coroutines in the pool */
+  lunio_task *current;       /* task being stepped, or NULL */
+  lua_State *running_co;     /* the thread allowed to run for `current`: its
+                                coroutine, or a lunio.coroutine it resumed */
+  lunio_task *main;          /* main task of the current run() */
+  lunio_resource *resources; /* open resources, newest first */
+  lunio_ext *exts;           /* module extensions, newest first */
+  double armed;              /* deadline the uv timer is armed for, or -1 */
+  double vt_offset;   /* added to the monotonic clock; under virtual time,
+                         the clock itself (see lunio__time) */
+  double vt_io_start; /* real time the current burst of I/O began */
+  double slow_step;   /* debug: warn about steps longer than this (s) */
+  double step_start;  /* debug: loop time the current step began */
+  uint32_t npending;  /* entries in the pending array */
+  uint32_t npool;     /* idle coroutines in the pool */
   uint32_t next_id;
+  uint32_t ticks; /* ticks since the last libuv poll */
   int io_pending; /* I/O in flight: virtual time must not jump */
-  int pending_ref, waiters_ref, failed_ref, pool_ref, cancels_ref, handler_ref,
-      watchdog_ref;
+  int events;     /* LUNIO_EV_* bits */
+  /* SIGINTs counted by the signal handler (it only ever increments) and
+   * the count the scheduler has acted on. */
+  volatile sig_atomic_t sigint_count;
+  sig_atomic_t sigint_seen;
+  /* The thread a second SIGINT hooked, and the hook it had before. */
+  lua_State *hooked;
+  lua_Hook saved_hook;
+  int saved_mask, saved_count;
   unsigned running : 1, stopping : 1, closing : 1, closed : 1, awaited : 1,
-      interrupted : 1, virtual_time : 1, gc_stress : 1, signals : 1, in_uv : 1;
-  void *http; /* curl state of http.c, NULL until first use */
+      interrupted : 1, virtual_time : 1, gc_stress : 1, signals : 1, in_uv : 1,
+      chain_yieldable : 1, debug : 1;
 };
 
-/* ---- loop.c ---------------------------------------------------------- */
-
-/* The loop running in this Lua state, or NULL (one registry lookup). */
-lunio_loop *lunio__running_loop(lua_State *L);
-/* The default loop of this Lua state (created on first use). */
-lunio_loop *lunio__default_loop(lua_State *L);
-/* The libuv loop behind a lunio loop. */
-uv_loop_t *lunio__uv(lunio_loop *loop);
-/* Current loop time in seconds (virtual time aware). */
-double lunio__time(lunio_loop *loop);
-/* now + delay, rounded up so that (deadline - now) >= delay holds. */
-double lunio__deadline(double now, double delay);
-/* Raises a bad argument unless the value at idx is a function or has
- * __call. */
-void lunio__check_callable(lua_State *L, int idx);
-/* Pushes the values t[1..t.n] of the packed table at idx, removes the
- * table, and returns n (callables with arguments, multiple results). */
-int lunio__unpack(lua_State *L, int idx);
-/* Pop the ready queue's front (the queue must not be empty). */
-lunio_task *lunio__ready_pop(lunio_loop *loop);
-/* Append t to the ready queue (t must be anchored). */
-void lunio__ready_push(lunio_loop *loop, lunio_task *t);
-/* Schedule the callable below nargs values at the top as a handle (popped
- * with them); used for done callbacks. */
-void lunio__call_soon(lua_State *L, lunio_loop *loop, int nargs);
-/* Anchor the userdata at idx in the loop's pending array (strong ref). */
-void lunio__anchor(lua_State *L, lunio_loop *loop, int idx, lunio_task *t);
-/* Drop the anchor of t (no-op when not anchored). */
-void lunio__unanchor(lua_State *L, lunio_loop *loop, lunio_task *t);
-/* Push the userdata of an anchored t. */
-void lunio__push_anchored(lua_State *L, lunio_loop *loop, lunio_task *t);
-/* Run the loop's exception handler with the context table at the top. */
-void lunio__report(lua_State *L, lunio_loop *loop);
-/* Count of I/O operations in flight that virtual time must not skip. */
-void lunio__io_begin(lunio_loop *loop);
-void lunio__io_end(lunio_loop *loop);
-/* The main lua_State the loop runs on (for pushing values from libuv
- * callbacks; never call Lua code from inside a libcurl callback). */
-lua_State *lunio__loop_state(lunio_loop *loop);
-/* Slot where http.c keeps the loop's curl state (NULL until first use). */
-void **lunio__http_slot(lunio_loop *loop);
-int luaopen_lunio_loop(lua_State *L); /* registers Loop/Handle types */
-
-/* ---- timer.c: binary min-heap of tasks/handles keyed by .when -------- */
-
-/* Insert t (t->when set); returns 0 or UV_ENOMEM. */
-int lunio__heap_push(lunio_heap *h, lunio_task *t);
-/* Remove t from wherever it sits; no-op when not in the heap. */
-void lunio__heap_remove(lunio_heap *h, lunio_task *t);
-/* Earliest entry or NULL. */
-lunio_task *lunio__heap_peek(const lunio_heap *h);
-void lunio__heap_free(lunio_heap *h);
-
-/* ---- task.c ---------------------------------------------------------- */
-
-/* Checks that arg is a Task or Future; raises a bad argument otherwise. */
-lunio_task *lunio__check_awaitable(lua_State *L, int arg);
-/* Create a task running the callable at fn_idx with nargs values above
- * it; pops them and pushes the Task. */
-lunio_task *lunio__spawn(lua_State *L, lunio_loop *loop, int nargs);
-/* Resume the woken task t; called by the loop. */
-void lunio__step(lua_State *L, lunio_loop *loop, lunio_task *t);
-/* Start the new tasks at the front of the ready queue (within the tick's
- * budget) in a runner coroutine; called by the loop. */
-void lunio__run_new(lua_State *L, lunio_loop *loop);
-/* Request cancellation of the task/future whose userdata is at idx, with
- * the error at the top (popped); returns 1 when taken, 0 when done. */
-int lunio__cancel(lua_State *L, int idx);
-/* Resolve t, whose userdata sits just below the n values at the top of L,
- * with those values (results, or one error value); pops all n + 1. */
-void lunio__finish(lua_State *L, lunio_task *t, int state, int n);
-/* Resume the parked t with the n values at the top of L (moved to t's
- * coroutine); error != 0 makes the await raise the single value. Callable
- * from libuv callbacks (L = lunio__loop_state) and from another task's C
- * function alike: it only schedules, the resume happens on a later tick. */
-void lunio__wake(lua_State *L, lunio_task *t, int n, int error);
-/* Suspend the running task (L is its coroutine) until lunio__wake; when
- * it is cancelled, on_cancel(t, data) runs first. k is resumed with the
- * woken values on top; it must call lunio__resumed first. When a
- * cancellation is already pending, calls on_cancel and raises at once. */
-int lunio__park_c(lua_State *L, lunio_task *t, lunio_cancel_fn on_cancel,
-                  void *data, lua_KContext ctx, lua_KFunction k);
-/* In a continuation of lunio__park_c: raises the cancellation error when
- * the task was cancelled while parked (on_cancel ran) or after it was woken
- * (on_cancel did not run: release what the finished operation holds before
- * calling this). */
-void lunio__resumed(lua_State *L, lunio_task *t);
-/* The running task of L's loop, raising a clear error when L is not a
- * task's coroutine (main thread or a plain coroutine). */
-lunio_task *lunio__check_in_task(lua_State *L, const char *fname);
-/* Push the results of the done task at idx (raising its error); returns
- * their count. Marks the error retrieved. */
-int lunio__push_results(lua_State *L, int idx);
-/* Report the failed task at idx through the exception handler, once. */
-void lunio__report_task(lua_State *L, lunio_loop *loop, int idx);
-int luaopen_lunio_task(lua_State *L); /* registers Task/Future types */
+/* Keys of the loop's state table besides its array part (the pending
+ * tasks and handles). Negative so that they live in the hash part. */
+enum {
+  LUNIO_LT_POOL = -1,     /* idle coroutines (array) */
+  LUNIO_LT_WAITERS = -2,  /* task -> list of waiters (tasks, callbacks) */
+  LUNIO_LT_FAILED = -3,   /* failed tasks (weak keys) */
+  LUNIO_LT_CANCELS = -4,  /* task -> list of pending cancel errors */
+  LUNIO_LT_HANDLER = -5,  /* the loop's exception handler */
+  LUNIO_LT_WATCHDOG = -6, /* the watchdog callback */
+  LUNIO_LT_FUTURES = -7   /* pending futures (weak keys) */
+};
 
 /* ---- errors.c -------------------------------------------------------- */
 
@@ -222,25 +181,274 @@ int luaopen_lunio_task(lua_State *L); /* registers Task/Future types */
 int lunio__error_new(lua_State *L, const char *kind, const char *fmt, ...);
 /* Push and raise a new lunio error. */
 int lunio__error_raise(lua_State *L, const char *kind, const char *fmt, ...);
+/* Push a lunio error for the libuv error code `status`: kind is the
+ * error's name in lower case ("econnrefused"), message "what: strerror"
+ * (what may be NULL), field `code` the libuv code. Returns its index. */
+int lunio__uv_error_new(lua_State *L, int status, const char *what);
+/* Push and raise lunio__uv_error_new(L, status, what). */
+int lunio__uv_error_raise(lua_State *L, int status, const char *what);
 /* Nonzero when the value at idx is a lunio error of the given kind. */
 int lunio__is_error(lua_State *L, int idx, const char *kind);
 int luaopen_lunio_errors(lua_State *L);
 
-/* ---- coro.c ---------------------------------------------------------- */
-/* The task a coroutine works for, kept in its LUA_EXTRASPACE (NULL in the
- * main thread and in plain coroutines). */
-#define LUNIO_TASK_OF(co) (*(lunio_task **)lua_getextraspace(co))
-/* The task L works for, validated: the extra space is trusted only when it
- * names the task the running loop is stepping (threads created before lunio
- * was loaded may hold garbage there). NULL outside tasks. */
+/* ---- clock.c: time and the timer heap -------------------------------- */
+
+/* Current loop time in seconds (virtual time aware). */
+double lunio__time(lunio_loop *loop);
+/* now + delay, rounded up so that (deadline - now) >= delay holds. */
+double lunio__deadline(double now, double delay);
+/* Count of I/O operations in flight that virtual time must not skip. */
+void lunio__io_begin(lunio_loop *loop);
+void lunio__io_end(lunio_loop *loop);
+/* Insert t (t->when set; t must not be in the heap); 0 or UV_ENOMEM. */
+int lunio__heap_push(lunio_heap *h, lunio_task *t);
+/* Remove t from wherever it sits; no-op when not in the heap. */
+void lunio__heap_remove(lunio_heap *h, lunio_task *t);
+/* Earliest entry or NULL. */
+lunio_task *lunio__heap_peek(const lunio_heap *h);
+void lunio__heap_free(lunio_heap *h);
+
+/* ---- sched.c: the scheduler ------------------------------------------ */
+
+/* The loop running in this Lua state, or NULL (one registry lookup). */
+lunio_loop *lunio__running_loop(lua_State *L);
+/* Push the running Loop userdata, or nil. */
+void lunio__push_running_loop(lua_State *L);
+/* Make `loop` (its userdata at idx) the running loop, or none (NULL). */
+void lunio__set_running_loop(lua_State *L, lunio_loop *loop, int idx);
+/* Push the loop's state table (see LUNIO_LT_*); nil once torn down. */
+void lunio__push_loop_table(lua_State *L, lunio_loop *loop);
+/* Push state[key] of the loop's state table. */
+void lunio__push_loop_field(lua_State *L, lunio_loop *loop, int key);
+/* Raises a bad argument unless the value at idx is a function or has
+ * __call. */
+void lunio__check_callable(lua_State *L, int idx);
+/* Pushes the values t[1..t.n] of the packed table at idx, removes the
+ * table, and returns n (callables with arguments, multiple results). */
+int lunio__unpack(lua_State *L, int idx);
+/* Append t to the ready queue (t must be anchored; never allocates). */
+void lunio__ready_push(lunio_loop *loop, lunio_task *t);
+/* Anchor the userdata at idx in the loop's pending array (strong ref).
+ * Raises on out of memory, before anything changed. */
+void lunio__anchor(lua_State *L, lunio_loop *loop, int idx, lunio_task *t);
+/* Drop the anchor of t (no-op when not anchored). */
+void lunio__unanchor(lua_State *L, lunio_loop *loop, lunio_task *t);
+/* Push the userdata of an anchored t. */
+void lunio__push_anchored(lua_State *L, lunio_loop *loop, lunio_task *t);
+/* Creates a handle running the callable at fn with the values above it
+ * (all popped) outside any task; pushes the handle. when < 0: soon (the
+ * ready queue), else at loop time `when` (the timer heap). */
+lunio_task *lunio__new_handle(lua_State *L, lunio_loop *loop, int fn,
+                              double when);
+/* Schedule the callable below nargs values at the top as a handle (popped
+ * with them); used for done callbacks. */
+void lunio__call_soon(lua_State *L, lunio_loop *loop, int nargs);
+/* Cancel a scheduled handle; returns 0 when it already ran. */
+int lunio__handle_cancel(lua_State *L, lunio_task *h);
+/* Run the loop's exception handler with the context table at the top
+ * (popped). */
+void lunio__report(lua_State *L, lunio_loop *loop);
+/* Report the failed task at idx through the exception handler, once. */
+void lunio__report_task(lua_State *L, lunio_loop *loop, int idx);
+/* Report every failed task whose error nobody retrieved, once each. */
+void lunio__report_unretrieved(lua_State *L, lunio_loop *loop);
+/* Create a task running the callable at fn_idx with nargs values above
+ * it; pops them and pushes the Task. */
+lunio_task *lunio__spawn(lua_State *L, lunio_loop *loop, int nargs);
+/* Request cancellation of the task/future whose userdata is at idx, with
+ * the error at the top (popped); returns 1 when taken, 0 when done. */
+int lunio__cancel(lua_State *L, int idx);
+/* Resolve t, whose userdata sits just below the n values at the top of L,
+ * with those values (results, or one error value); pops all n + 1. */
+void lunio__finish(lua_State *L, lunio_task *t, int state, int n);
+/* Resume the parked t with the n values at the top of L (moved to t's
+ * coroutine; n <= LUNIO_MAX_WAKE); error != 0 makes the await raise the
+ * single value. With n == 0 it touches no Lua state, so libuv callbacks
+ * may call it; values are pushed only from Lua contexts. The resume
+ * happens on a later tick. */
+void lunio__wake(lua_State *L, lunio_task *t, int n, int error);
+/* Suspend the running task (L is its coroutine) until lunio__wake; when
+ * it is cancelled, on_cancel(t, data) runs first. k is resumed with the
+ * woken values on top; it must call lunio__resumed first. When a
+ * cancellation is already pending, calls on_cancel and raises at once.
+ * A resume that does not come from the scheduler is refused and leaves
+ * the task parked. */
+int lunio__park_c(lua_State *L, lunio_task *t, lunio_cancel_fn on_cancel,
+                  void *data, lua_KContext ctx, lua_KFunction k);
+/* lunio__park_c without the check for a pending cancellation (a task that
+ * passed its cancellation on and waits for the target to finish). */
+int lunio__suspend(lua_State *L, lunio_task *t, lunio_cancel_fn on_cancel,
+                   void *data, lua_KContext ctx, lua_KFunction k);
+/* In a continuation of lunio__park_c: raises the cancellation error when
+ * the task was cancelled while parked (on_cancel ran) or after it was woken
+ * (on_cancel did not run: release what the finished operation holds before
+ * calling this). */
+void lunio__resumed(lua_State *L, lunio_task *t);
+/* The task L runs for: L is the coroutine the scheduler resumed for the
+ * current task, or a lunio.coroutine that coroutine resumed. NULL
+ * otherwise (main thread, plain coroutines, a parked task's coroutine
+ * resumed by someone else). */
 lunio_task *lunio__task_of(lua_State *L);
+/* lunio__task_of, raising a clear error when L is not in a task or
+ * cannot yield here (inside a C call such as table.sort). */
+lunio_task *lunio__check_in_task(lua_State *L, const char *fname);
+/* In a continuation: nonzero when this resume came from the scheduler for
+ * the task that parked (`owner`). Otherwise the caller must restore the
+ * stack height it parked with and return lunio__refuse_resume. */
+int lunio__resume_ok(lua_State *L, lunio_task *owner);
+/* Yield again from continuation k after a foreign resume, handing the
+ * resumer an error object that says why (see coro.c). */
+int lunio__refuse_resume(lua_State *L, lua_KContext ctx, lua_KFunction k);
+/* Push the shared "refused resume" error object. */
+void lunio__push_refusal(lua_State *L);
+/* Push the results of the done task at idx (raising its error); returns
+ * their count. Marks the error retrieved. */
+int lunio__push_results(lua_State *L, int idx);
+/* Drive the loop until main (may be NULL: drain only) is done, then cancel
+ * the rest and run it until every task finished. Runs Lua; protect it. */
+void lunio__drive(lua_State *L, lunio_loop *loop, lunio_task *main);
+/* Whether tasks or handles are still pending or ready. */
+int lunio__has_tasks(lunio_loop *loop);
+/* Settle what is left at teardown: every pending task, handle and future
+ * is marked cancelled and detached from the loop (t->loop = NULL). */
+void lunio__settle_all(lua_State *L, lunio_loop *loop);
+/* Pushes the pending cancellation error of the running task t and clears
+ * the request (for continuations that return it instead of raising). */
+void lunio__take_cancel(lua_State *L, lunio_task *t);
+/* The Task or Future at idx, or NULL. */
+lunio_task *lunio__to_awaitable(lua_State *L, int idx);
+/* Checks that arg is a Task or Future; raises a bad argument otherwise. */
+lunio_task *lunio__check_awaitable(lua_State *L, int arg);
+/* Marks the metatable at the top as one of an awaitable type. */
+void lunio__mark_awaitable(lua_State *L);
+/* Registers the Task metatable at the top (popped) for lunio__spawn. */
+void lunio__register_task_mt(lua_State *L);
+/* Task names: push the name of the task/future at idx; set it. */
+void lunio__push_task_name(lua_State *L, int idx);
+void lunio__set_task_name(lua_State *L, int task, int name);
+/* Push where the task at idx was created (debug mode) or nil. */
+void lunio__push_task_origin(lua_State *L, int idx);
+/* core.set_exception_handler(fn|nil): the handler of loops without one. */
+int lunio__set_global_handler(lua_State *L);
+/* Sets up the scheduler's registry slots (at luaopen). */
+void lunio__open_sched(lua_State *L);
+/* Free the scheduler's C memory (ready ring, heap). */
+void lunio__sched_free(lunio_loop *loop);
+/* libuv callbacks of the loop's own handles (set up by loop.c). */
+void lunio__on_timer(uv_timer_t *timer);
+
+/* ---- resource.c: the loop's registry of open things ------------------ */
+
+/* Anything a loop must close at teardown: a session, a stream, a server, a
+ * process. Embedded in the module's struct. */
+typedef struct lunio_resource_ops {
+  const char *name;                /* for leak reports ("HttpSession") */
+  void (*close)(lunio_resource *); /* start closing; idempotent */
+} lunio_resource_ops;
+
+struct lunio_resource {
+  lunio_resource *next, *prev;
+  const lunio_resource_ops *ops;
+  lunio_loop *loop; /* NULL while not registered */
+};
+
+/* Register r (ops set) with loop; closed at teardown, newest first. */
+void lunio__resource_add(lunio_loop *loop, lunio_resource *r,
+                         const lunio_resource_ops *ops);
+/* Unregister r (when its owner closed it); no-op when not registered. */
+void lunio__resource_remove(lunio_resource *r);
+/* Close every registered resource, newest first (teardown). */
+void lunio__resources_close(lunio_loop *loop);
+/* Count the registered resources (debug reports, tests). */
+int lunio__resources_count(lunio_loop *loop);
+
+/* Per-loop state of a module, made on first use and freed at teardown. */
+typedef struct lunio_ext_ops {
+  const char *name;
+  size_t size;                                /* zeroed on creation */
+  void (*close)(lunio_loop *loop, void *ext); /* teardown, may be NULL */
+  void (*free)(lunio_loop *loop, void *ext);  /* after close callbacks */
+} lunio_ext_ops;
+
+/* The module's state on loop (created zeroed on first use; NULL when out
+ * of memory or the loop is closing). */
+void *lunio__loop_ext(lunio_loop *loop, const lunio_ext_ops *ops);
+/* The module's state if it was made, else NULL. */
+void *lunio__loop_ext_peek(lunio_loop *loop, const lunio_ext_ops *ops);
+/* Teardown: close every extension (newest first), then, after the loop ran
+ * its close callbacks, free them. */
+void lunio__exts_close(lunio_loop *loop);
+void lunio__exts_free(lunio_loop *loop);
+
+/* ---- req.c: one libuv request awaited by one task -------------------- */
+
+typedef struct lunio_req lunio_req;
+
+struct lunio_req {
+  union {
+    uv_req_t req;
+    uv_fs_t fs;
+    uv_getaddrinfo_t gai;
+    uv_getnameinfo_t gni;
+    uv_work_t work;
+    uv_connect_t connect;
+    uv_write_t write;
+    uv_shutdown_t shutdown;
+    uv_udp_send_t send;
+  } u;
+  lunio_loop *loop;
+  lunio_task *task; /* the parked task; NULL once it left (cancelled) */
+  int status;       /* the request's result, once done */
+  int done;
+  /* Releases what the request holds besides this struct (uv_fs_req_
+   * cleanup, buffers). Called exactly once, by lunio__req_free. */
+  void (*cleanup)(lunio_req *r);
+};
+
+/* A new request of `size` bytes (>= sizeof(lunio_req), for module data
+ * after it), zeroed, counted as I/O in flight; raises on out of memory. */
+lunio_req *lunio__req_new(lua_State *L, lunio_loop *loop, size_t size);
+/* Park the running task t until lunio__req_done(r). If the task is
+ * cancelled first, the request is cancelled (uv_cancel) or orphaned: its
+ * callback frees it later. k(L, status, ctx) then runs in the task with r
+ * done; it must call lunio__req_resumed(L, r) before using r. */
+int lunio__req_await(lua_State *L, lunio_req *r, lunio_task *t,
+                     lua_KContext ctx, lua_KFunction k);
+/* From the request's libuv callback: record the status and wake the
+ * task, or free r when nobody waits any more. */
+void lunio__req_done(lunio_req *r, int status);
+/* In the continuation: raises a cancellation that arrived after the wake
+ * (freeing r first); otherwise returns r->status and r stays valid until
+ * lunio__req_free. */
+int lunio__req_resumed(lua_State *L, lunio_req *r);
+/* Release r (its cleanup, then the memory). */
+void lunio__req_free(lunio_req *r);
+
+/* ---- loop.c ---------------------------------------------------------- */
+
+/* The default loop of this Lua state (created on first use). */
+lunio_loop *lunio__default_loop(lua_State *L);
+/* The loop new work goes to: the running task's, else the running loop,
+ * else the default one. */
+lunio_loop *lunio__target_loop(lua_State *L);
+/* The libuv loop behind a lunio loop. */
+uv_loop_t *lunio__uv(lunio_loop *loop);
+/* The main lua_State the loop runs on (for pushing values from libuv
+ * callbacks; never call Lua code from inside a libcurl callback). */
+lua_State *lunio__loop_state(lunio_loop *loop);
+int luaopen_lunio_loop(lua_State *L); /* registers Loop/Handle types */
+
+/* ---- task.c ---------------------------------------------------------- */
+
+int luaopen_lunio_task(lua_State *L); /* registers Task/Future types */
+
+/* ---- coro.c ---------------------------------------------------------- */
+
 void lunio__open_coroutine(lua_State *L); /* pushes the lunio.coroutine table */
 
-/* ---- http.c ---------------------------------------------------------- */
+/* ---- modules --------------------------------------------------------- */
+
 void lunio__open_http(lua_State *L); /* pushes the core http table */
-/* Loop teardown hook: aborts transfers and frees the loop's curl state.
- * Called with loop->L set, after pending tasks were cancelled and before
- * the final uv_run that waits for close callbacks. */
-void lunio__http_loop_close(lunio_loop *loop);
+void lunio__open_dns(lua_State *L);  /* adds getaddrinfo/getnameinfo */
 
 #endif

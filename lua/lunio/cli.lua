@@ -97,6 +97,9 @@ function cli.main(argv, progname)
   for k = script_index + 1, #argv do script_arg[#script_arg + 1] = argv[k] end
   rawset(_G, "arg", script_arg)
   rawset(_G, "lunio", lunio)
+  -- The command owns its process: it may tune the allocator for a busy
+  -- loop, which a library loaded into someone else's process never does.
+  lunio.tune_allocator()
   local ok, err = pcall(lunio.run, chunk, table.unpack(script_arg, 1, #script_arg))
   if ok then return 0 end
   if lunio.is_error(err, "interrupted") then

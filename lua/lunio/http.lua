@@ -372,7 +372,8 @@ end
 
 -- Options a Session may set as defaults for its requests.
 local DEFAULTABLE = {
-  timeout = true, connect_timeout = true, redirects = true, verify = true,
+  timeout = true, connect_timeout = true, idle_timeout = true,
+  redirects = true, verify = true,
   cainfo = true, proxy = true, http_version = true, decompress = true,
   max_body_size = true, auth = true,
 }
@@ -390,6 +391,10 @@ for k in pairs(DEFAULTABLE) do SESSION_OPTS[k] = true end
 -- libcurl waits 300 s for a connection by default; no total limit is set
 -- by default because it would also cut long streamed downloads.
 local DEFAULT_CONNECT_TIMEOUT = 10
+-- Seconds without a byte moving before a transfer ends with kind "timeout"
+-- (aiohttp and Node wait 300 s, httpx 5 s); `idle_timeout = false` waits
+-- for ever.
+local DEFAULT_IDLE_TIMEOUT = 30
 
 local HTTP_VERSIONS = { ["1.0"] = true, ["1.1"] = true, ["2"] = true,
   ["2-prior-knowledge"] = true }
@@ -409,6 +414,7 @@ end
 local function check_option_types(o, where)
   positive(o.timeout, "timeout")
   positive(o.connect_timeout, "connect_timeout")
+  if o.idle_timeout ~= false then positive(o.idle_timeout, "idle_timeout") end
   nonneg_int(o.redirects, "redirects")
   nonneg_int(o.max_body_size, "max_body_size")
   for _, k in ipairs({ "verify", "decompress" }) do
@@ -618,6 +624,8 @@ local function prepare(cfg, method, url, opts)
     body = body,
     timeout = o.timeout,
     connect_timeout = o.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+    idle_timeout = o.idle_timeout ~= false
+      and (o.idle_timeout or DEFAULT_IDLE_TIMEOUT) or nil,
     redirects = o.redirects,
     verify = o.verify,
     cainfo = o.cainfo,

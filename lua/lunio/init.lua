@@ -72,6 +72,50 @@ function lunio.all_tasks()
   return (core.running_loop() or core.default_loop()):all_tasks()
 end
 
+local FAMILIES = { any = true, inet = true, inet6 = true }
+local SOCKTYPES = { stream = true, dgram = true }
+
+---Resolves `host` (and `port`) on libuv's thread pool: a list of
+---`{address=, family=, port=}` (family "inet" or "inet6"). `opts.family`
+---("inet", "inet6" or "any") and `opts.type` ("stream", the default, or
+---"dgram") narrow the answer. Failures raise kind "eai_noname",
+---"eai_again", ... with `.host`.
+---@async
+---@param host string
+---@param port? integer
+---@param opts? {family?: "any"|"inet"|"inet6", type?: "stream"|"dgram"}
+---@return {address: string, family: string, port: integer}[]
+function lunio.getaddrinfo(host, port, opts)
+  if type(host) ~= "string" then
+    arg_error(1, "getaddrinfo", "string expected, got " .. type(host))
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    arg_error(3, "getaddrinfo", "table expected, got " .. type(opts))
+  end
+  local family, socktype = opts and opts.family, opts and opts.type
+  if family ~= nil and not FAMILIES[family] then
+    arg_error(3, "getaddrinfo", "family must be \"inet\", \"inet6\" or \"any\"")
+  end
+  if socktype ~= nil and not SOCKTYPES[socktype] then
+    arg_error(3, "getaddrinfo", "type must be \"stream\" or \"dgram\"")
+  end
+  return core.getaddrinfo(host, port, family, socktype)
+end
+
+---The host name (and service) of an IPv4 or IPv6 address: `host, service`.
+---@async
+---@param address string
+---@param port? integer
+---@return string host
+---@return string service
+lunio.getnameinfo = core.getnameinfo
+
+---Opts in to glibc malloc settings that suit a busy loop (16 MiB of heap
+---slack, 1 MiB mmap threshold): process-wide, so never done on `require`.
+---The `lunio` command calls it. Returns true when applied.
+---@return boolean
+lunio.tune_allocator = core.tune_allocator
+
 ---Versions of lunio, Lua, libuv and libcurl.
 function lunio.versions()
   return {
