@@ -154,6 +154,10 @@ struct lunio_loop {
    * the count the scheduler has acted on. */
   volatile sig_atomic_t sigint_count;
   sig_atomic_t sigint_seen;
+  /* Called (in Lua context, from the tick) for each SIGINT run() received,
+   * after the main task was cancelled: lunio.signal's SIGINT watchers. */
+  void (*sigint_observer)(lua_State *L, lunio_loop *loop, void *data);
+  void *sigint_observer_data;
   /* The thread a second SIGINT hooked, and the hook it had before. */
   lua_State *hooked;
   lua_Hook saved_hook;
@@ -436,6 +440,9 @@ uv_loop_t *lunio__uv(lunio_loop *loop);
 /* The main lua_State the loop runs on (for pushing values from libuv
  * callbacks; never call Lua code from inside a libcurl callback). */
 lua_State *lunio__loop_state(lunio_loop *loop);
+/* Whether run() holds SIGINT for this loop now (so lunio.signal must not
+ * watch SIGINT through libuv, and gets it from sigint_observer instead). */
+int lunio__owns_sigint(lunio_loop *loop);
 int luaopen_lunio_loop(lua_State *L); /* registers Loop/Handle types */
 
 /* ---- task.c ---------------------------------------------------------- */

@@ -186,6 +186,8 @@ static void on_sigint(int signum) {
   errno = saved_errno;
 }
 
+int lunio__owns_sigint(lunio_loop *loop) { return sigint_owner.loop == loop; }
+
 static void sigint_take(lunio_loop *loop) {
   struct sigaction sa, previous;
   if (!loop->signals || sigint_owner.loop != NULL ||

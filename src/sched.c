@@ -1278,8 +1278,12 @@ static void process_events(lua_State *L, lunio_loop *loop) {
     }
     if (n >= 2)
       loop->stopping = 1;
-    loop->sigint_seen = n;
     loop->interrupted = 1;
+    while (loop->sigint_seen < n) {
+      loop->sigint_seen++;
+      if (loop->sigint_observer != NULL)
+        loop->sigint_observer(L, loop, loop->sigint_observer_data);
+    }
   }
   if (ev & LUNIO_EV_WATCHDOG) {
     lunio__push_loop_field(L, loop, LUNIO_LT_WATCHDOG);
