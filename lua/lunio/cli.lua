@@ -19,15 +19,10 @@ usage: lunio [options] [script [args...]]
 Top-level code runs inside a task: it may call lunio.sleep, task:await(), ...
 The global 'lunio' is set for the script.]=]
 
+local format_error = require("lunio.util").format_error
+
 local function report(err)
-  local msg
-  if type(err) == "table" and not lunio.is_error(err) then
-    msg = tostring(err)
-    if type(err.traceback) == "string" then msg = msg .. "\n" .. err.traceback end
-  else
-    msg = tostring(err)
-  end
-  io.stderr:write("lunio: ", msg, "\n")
+  io.stderr:write("lunio: ", format_error(err), "\n")
 end
 
 local function versions()
