@@ -475,14 +475,14 @@ describe("lunio.http", function()
       assert.equal(200, loop1:run(function() return s:get(url).status end))
       local loop2 = lunio.new_loop()
       local err = loop2:run(function()
-        local ok, e = pcall(s.get, s, url)
+        local ok, e = lunio.pcall(s.get, s, url)
         assert(not ok)
         return e
       end)
       assert.is_true(lunio.is_error(err, "invalid_state"), tostring(err))
       loop1:close()
       err = loop2:run(function()
-        local ok, e = pcall(s.get, s, url)
+        local ok, e = lunio.pcall(s.get, s, url)
         assert(not ok)
         return e
       end)
@@ -668,7 +668,7 @@ describe("lunio.http", function()
         end,
       })
       assert.is_true(n >= 1)
-      local ok, err = pcall(http.get, srv:url("/large.bin"), {
+      local ok, err = lunio.pcall(http.get, srv:url("/large.bin"), {
         on_progress = function() error("stop here") end,
       })
       assert.is_false(ok)
@@ -708,8 +708,8 @@ describe("lunio.http", function()
 
     it("reports a server closing mid-body (kind protocol)", async(function()
       local bad = bad_server.start()
-      local ok, err = pcall(http.get, bad:url("/"))
-      local ok2, err2 = pcall(function()
+      local ok, err = lunio.pcall(http.get, bad:url("/"))
+      local ok2, err2 = lunio.pcall(function()
         local r = http.get(bad:url("/"), { stream = true })
         return r:text()
       end)

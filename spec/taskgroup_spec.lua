@@ -56,7 +56,7 @@ describe("lunio.TaskGroup", function()
     async(function()
       local reports = capture_reports()
       local sibling_cancelled, block_cancelled = false, false
-      local ok, err = pcall(function()
+      local ok, err = lunio.pcall(function()
         local tg <close> = lunio.TaskGroup()
         tg:spawn(fail_after(1, "child"))
         tg:spawn(function()
@@ -79,7 +79,7 @@ describe("lunio.TaskGroup", function()
 
   it("collects every child error, not the cancellations it caused",
     async(function()
-      local ok, err = pcall(function()
+      local ok, err = lunio.pcall(function()
         local tg <close> = lunio.TaskGroup()
         tg:spawn(fail_after(1, "one"))
         tg:spawn(function() -- fails while being cancelled
@@ -96,7 +96,7 @@ describe("lunio.TaskGroup", function()
     .. "children are cancelled and done", async(function()
       local boom = lunio.error("boom", "block failed")
       local child
-      local ok, err = pcall(function()
+      local ok, err = lunio.pcall(function()
         local tg <close> = lunio.TaskGroup()
         child = tg:spawn(function()
           local _, e = pcall(lunio.sleep, 10)
@@ -112,7 +112,7 @@ describe("lunio.TaskGroup", function()
     end, VT))
 
   it("block and child both fail: the child errors, then the block's", async(function()
-    local ok, err = pcall(function()
+    local ok, err = lunio.pcall(function()
       local tg <close> = lunio.TaskGroup()
       tg:spawn(function()
         pcall(lunio.sleep, 10)
@@ -209,7 +209,7 @@ describe("lunio.TaskGroup", function()
 
   it("nested groups: an inner failure surfaces as task_group in the outer",
     async(function()
-      local ok, err = pcall(function()
+      local ok, err = lunio.pcall(function()
         local outer <close> = lunio.TaskGroup()
         outer:spawn(lunio.sleep, 10)
         outer:spawn(function()
@@ -229,7 +229,7 @@ describe("lunio.TaskGroup", function()
   it("inside a timeout scope, the deadline cancels block and children and "
     .. "comes out as timeout", async(function()
       local child
-      local ok, err = pcall(function()
+      local ok, err = lunio.pcall(function()
         local _ <close> = lunio.timeout(1)
         local tg <close> = lunio.TaskGroup()
         child = tg:spawn(lunio.sleep, 10)
@@ -242,7 +242,7 @@ describe("lunio.TaskGroup", function()
 
   it("a child failing after the block ended cancels nobody else's task",
     async(function()
-      local ok, err = pcall(function()
+      local ok, err = lunio.pcall(function()
         local tg <close> = lunio.TaskGroup()
         tg:spawn(fail_after(1, "late"))
         tg:spawn(lunio.sleep, 5)
