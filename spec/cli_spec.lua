@@ -37,3 +37,64 @@ describe("the lunio command reports a failing script", function()
     assert.matches("\n  %[2%] %(command line%):3: two\n      stack traceback:\n", err)
   end)
 end)
+
+describe("lunio.run inside the lunio command's main task", function()
+  it("runs fn in place: returns every result, nils included, args passed", function()
+    local out, err, code = h.lunio({ "-e", [[
+      local t0 = lunio.current_task()
+      print(lunio.run(function(...)
+        assert(lunio.current_task() == t0, "not in place")
+        lunio.sleep(0.01)
+        return select("#", ...), ...
+      end, 1, nil, 3))
+      print(select("#", lunio.run(function() end)))
+      local obj = setmetatable({}, { __call = function(_, x) return x * 2 end })
+      print(lunio.run(obj, 21))
+    ]] })
+    assert.equal(0, code, err)
+    assert.equal("3\t1\tnil\t3\n0\n42\n", out)
+  end)
+
+  it("raises fn's error, the same value, catchable in the script", function()
+    local out, err, code = h.lunio({ "-e", [[
+      local e = { kind = "mine", message = "x" }
+      local ok, got = pcall(lunio.run, function() lunio.sleep(0) error(e) end)
+      print(ok, got == e)
+    ]] })
+    assert.equal(0, code, err)
+    assert.equal("false\ttrue\n", out)
+  end)
+
+  it("leaves tasks spawned by fn running, as the script's own tasks", function()
+    local out, err, code = h.lunio({ "-e", [[
+      local t = lunio.run(function() return lunio.spawn(lunio.sleep, 0.01, "bg") end)
+      print(t:await())
+    ]] })
+    assert.equal(0, code, err)
+    assert.equal("bg\n", out)
+  end)
+
+  it("in any other task raises an error pointing at the script's line", function()
+    local _, err, code = h.lunio({ "-e", "\nlunio.spawn(function() lunio.run(print) end):await()" })
+    assert.equal(1, code)
+    assert.matches("^lunio: %(command line%):2: lunio.run: a loop is already running", err)
+  end)
+
+  it("makes a script for lua5.4 run the same under lunio", function()
+    local script = [[
+      local lunio = require "lunio"
+      print(lunio.run(function(a) lunio.sleep(0.01) return a .. "!" end, arg[1]))
+    ]]
+    local path = os.tmpname() .. ".lua"
+    local f = assert(io.open(path, "w"))
+    f:write(script)
+    f:close()
+    local out1, err1, code1 = h.lua(path, { "hi" })
+    local out2, err2, code2 = h.lunio({ path, "hi" })
+    os.remove(path)
+    assert.equal(0, code1, err1)
+    assert.equal(0, code2, err2)
+    assert.equal("hi!\n", out1)
+    assert.equal(out1, out2)
+  end)
+end)

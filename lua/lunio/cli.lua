@@ -7,6 +7,8 @@
 -- Exit status: 0 on success, 1 when the script fails (error and traceback
 -- on stderr), 130 when interrupted by SIGINT.
 local lunio = require "lunio"
+local core = require "lunio.core"
+local util = require "lunio.util"
 
 local cli = {}
 
@@ -19,7 +21,14 @@ usage: lunio [options] [script [args...]]
 Top-level code runs inside a task: it may call lunio.sleep, task:await(), ...
 The global 'lunio' is set for the script.]=]
 
-local format_error = require("lunio.util").format_error
+local format_error = util.format_error
+
+-- The main task's body: marks the task so that `lunio.run(fn, ...)` in the
+-- script calls fn in place (scripts written for lua5.4 run unchanged).
+local function main_task(chunk, ...)
+  util.run_in_place[core.current()] = true
+  return chunk(...)
+end
 
 local function report(err)
   io.stderr:write("lunio: ", format_error(err), "\n")
@@ -92,7 +101,8 @@ function cli.main(argv, progname)
   for k = script_index + 1, #argv do script_arg[#script_arg + 1] = argv[k] end
   rawset(_G, "arg", script_arg)
   rawset(_G, "lunio", lunio)
-  local ok, err = pcall(lunio.run, chunk, table.unpack(script_arg, 1, #script_arg))
+  local ok, err = pcall(lunio.run, main_task, chunk,
+    table.unpack(script_arg, 1, #script_arg))
   if ok then return 0 end
   if lunio.is_error(err, "interrupted") then
     io.stderr:write("lunio: interrupted\n")

@@ -16,19 +16,28 @@ local lunio = {
   version = core.version,
 }
 
-local is_callable = require("lunio.util").is_callable
+local util = require "lunio.util"
+local is_callable = util.is_callable
+local run_in_place = util.run_in_place
 
 local function arg_error(n, fname, msg)
   error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
 end
 
 ---Runs `fn(...)` as the main task of the default loop and returns its
----results. See docs/reference.md "Running".
+---results. Inside the `lunio` command's main task, calls `fn(...)` in
+---place. See docs/reference.md "Running".
 ---@param fn function|table a callable
 ---@return any ...
 function lunio.run(fn, ...)
   if not is_callable(fn) then
     arg_error(1, "run", "callable expected, got " .. type(fn))
+  end
+  if core.running_loop() then
+    local task = core.current()
+    if task ~= nil and run_in_place[task] then return fn(...) end
+    error("lunio.run: a loop is already running (inside a task, call the "
+      .. "function or spawn it and await the task instead)", 2)
   end
   return core.default_loop():run(fn, ...)
 end

@@ -6,6 +6,11 @@ local tostring = tostring
 
 local util = {}
 
+---Tasks inside which `lunio.run(fn, ...)` calls `fn(...)` in place instead
+---of raising: the `lunio` command's main task (cli.lua marks it), so that a
+---script written for `lua5.4` runs unchanged under `lunio`. Weak keys.
+util.run_in_place = setmetatable({}, { __mode = "k" })
+
 ---True for functions and values whose metatable has `__call`.
 ---@param v any
 ---@return boolean
