@@ -137,6 +137,77 @@ function lunio.all_tasks()
   return (core.running_loop() or core.default_loop()):all_tasks()
 end
 
+-- dump_tasks: every task not done, like `python -m asyncio ps`.
+
+-- A traceback string as indented lines, without the "stack traceback:"
+-- header and the "[C]: in ?" at the bottom of every task.
+local function indent_traceback(tb, prefix)
+  local out = {}
+  for line in tb:gmatch("[^\n]+") do
+    line = line:gsub("^\t", "")
+    if line ~= "stack traceback:" then out[#out + 1] = line end
+  end
+  if out[#out] == "[C]: in ?" then out[#out] = nil end
+  for i = 1, #out do out[i] = prefix .. out[i] end
+  return table.concat(out, "\n")
+end
+
+local function created_at(task)
+  local method = task.created_at
+  if method == nil then return nil, "unknown" end
+  local tb = method(task)
+  if type(tb) ~= "string" or tb == "" then
+    return nil, "unknown (recorded with LUNIO_DEBUG=1)"
+  end
+  return tb
+end
+
+local function waiting_at(task, state)
+  if state == "waiting" then
+    local tb = task:traceback()
+    if tb ~= "" then return tb end
+    return nil, "unknown"
+  elseif state == "pending" then
+    return nil, "not started yet"
+  elseif state == "running" then
+    return nil, "running now"
+  end
+  return nil, state
+end
+
+---Every task not yet done, as readable text: name, state, where it was
+---created (when the core records it) and where it is waiting. Format in
+---docs/reference.md ("Debugging").
+---@param loop? lunio.Loop default: the running loop, else the default loop
+---@return string
+function lunio.dump_tasks(loop)
+  if loop == nil then
+    loop = core.running_loop() or core.default_loop()
+  elseif type(loop) ~= "userdata" or loop.all_tasks == nil then
+    arg_error(1, "dump_tasks", "lunio.Loop expected, got " .. type(loop))
+  end
+  local tasks = loop:all_tasks()
+  local lines = { ("%d task(s)"):format(#tasks) }
+  for i = 1, #tasks do
+    local t = tasks[i]
+    local state = t:state()
+    local created, created_note = created_at(t)
+    local waiting, waiting_note = waiting_at(t, state)
+    lines[#lines + 1] = ("%s (%s)"):format(t.name, state)
+    if created then
+      lines[#lines + 1] = "  created at:\n" .. indent_traceback(created, "    ")
+    else
+      lines[#lines + 1] = "  created at: " .. created_note
+    end
+    if waiting then
+      lines[#lines + 1] = "  waiting at:\n" .. indent_traceback(waiting, "    ")
+    else
+      lines[#lines + 1] = "  waiting at: " .. waiting_note
+    end
+  end
+  return table.concat(lines, "\n")
+end
+
 ---Versions of lunio, Lua, libuv and libcurl.
 function lunio.versions()
   return {
