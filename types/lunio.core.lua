@@ -8,6 +8,7 @@
 ---@field kind string
 ---@field message string
 ---@field traceback? string
+---@field errors? any[] kind "task_group": every child error
 
 ---@class lunio.Handle
 local Handle = {}
