@@ -153,8 +153,18 @@ describe("the lunio REPL", function()
 
   it("reports a syntax error and goes on", function()
     start()
+    term:type("error('first')") -- a traceback the syntax error must not reuse
     local out = after(term:type("x = = 1"), "x = = 1")
     assert.matches("^stdin:1: unexpected symbol near '='", out[1])
+    assert.is_nil(out[2])
     assert.same({ "3" }, after(term:type("1 + 2"), "1 + 2"))
+  end)
+
+  it("drops a cancellation of its own task left pending by a statement", function()
+    start()
+    assert.same({ "true" }, after(term:type("lunio.current_task():cancel()"),
+      "lunio.current_task():cancel()"))
+    assert.same({ "fine" }, after(term:type("lunio.sleep(0, 'fine')"),
+      "lunio.sleep(0, 'fine')"))
   end)
 end)

@@ -117,8 +117,8 @@ local function repl()
     local chunk, err = read_chunk()
     if chunk == nil then
       if err == nil then break end
+      last_traceback = nil -- a syntax error has none
       print_results(false, err)
-      last_traceback = nil
     else
       -- SIGINT cancels the statement, not the REPL (where the core applies
       -- set_signals while running; see docs/cli.md).
@@ -128,7 +128,7 @@ local function repl()
       loop:set_signals(false)
       -- a cancellation of the REPL's task left pending must not hit the
       -- next statement
-      if core.pending_cancel(me) ~= nil then core.uncancel(me) end
+      while core.pending_cancel(me) ~= nil and core.uncancel(me) do end
     end
   end
   io.stdout:write("\n")
