@@ -49,7 +49,8 @@ describe("lunio.dump_tasks", function()
     local s = by_head["sleeper (waiting)"]
     assert.is_table(s, text)
     assert.equal("  waiting at:", s[2])
-    assert.equal("    [C]: in function 'lunio.sleep'", s[3])
+    -- (the name Lua finds for the C function depends on table order)
+    assert.matches("^    %[C%]: in function 'lunio[%w%.]*%.sleep'$", s[3])
     assert.equal(("    %s:%d: in function <%s:%d>"):format(SRC, sleep_line, SRC,
       sleep_line - 1), s[4])
     assert.is_nil(s[5]) -- no "[C]: in ?" tail
