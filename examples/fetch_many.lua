@@ -97,7 +97,7 @@ local function main(o)
   end
 
   local function fetch_one(url)
-    local ok, resp = pcall(session.get, session, url)
+    local ok, resp = lunio.pcall(session.get, session, url) -- lets cancellation through
     if ok then
       st.bytes = st.bytes + #resp.body
       st.statuses[resp.status] = (st.statuses[resp.status] or 0) + 1
@@ -139,7 +139,7 @@ local function main(o)
   return st.failed == 0
 end
 
-local ok, result = pcall(lunio.run, main, parse_args(arg or {}))
+local ok, result = lunio.pcall(lunio.run, main, parse_args(arg or {}))
 if not ok then
   -- a lunio error prints as "kind: message" plus a traceback; keep the first
   local msg = lunio.is_error(result) and (result.kind .. ": " .. result.message)

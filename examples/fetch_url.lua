@@ -23,7 +23,7 @@ if not url then
   os.exit(2)
 end
 
-local ok, result = pcall(lunio.run, fetch_url, url)
+local ok, result = lunio.pcall(lunio.run, fetch_url, url)
 if not ok then
   -- a lunio error prints as "kind: message" plus a traceback; keep the first
   local msg = lunio.is_error(result) and (result.kind .. ": " .. result.message)

@@ -41,19 +41,14 @@ local function pipeline(o)
       if numbers:qsize() > peak then peak = numbers:qsize() end
     end
     numbers:join()      -- every number went through a worker ...
-    numbers:shutdown()  -- ... so the workers' get() now raises "closed"
+    numbers:shutdown()  -- ... so the workers' loops end
   end)
 
-  -- Stage 2: workers, until the input queue is shut down.
+  -- Stage 2: workers, until the input queue is shut down and drained.
   local workers = {}
   for w = 1, o.workers do
     workers[w] = tg:spawn(function()
-      while true do
-        local ok, n = pcall(numbers.get, numbers)
-        if not ok then
-          if lunio.is_error(n, "closed") then return end
-          error(n, 0)
-        end
+      for n in numbers:iter() do
         if n == o.fail_at then
           error(lunio.error("bad_item", "worker " .. w .. " cannot square " .. n), 0)
         end
@@ -70,14 +65,7 @@ local function pipeline(o)
     squares:shutdown()
   end)
   tg:spawn(function()
-    while true do
-      local ok, v = pcall(squares.get, squares)
-      if not ok then
-        if lunio.is_error(v, "closed") then return end -- shut down, drained
-        error(v, 0) -- a cancellation: let it through
-      end
-      sum, count = sum + v, count + 1
-    end
+    for v in squares:iter() do sum, count = sum + v, count + 1 end
   end)
 
   tg:wait() -- the same as leaving the block; here so we can print after
@@ -86,12 +74,13 @@ end
 
 local opts = parse_args(arg)
 local status = lunio.run(function()
-  local ok, count, sum, peak = pcall(pipeline, opts)
+  local ok, count, sum, peak = lunio.pcall(pipeline, opts)
   if not ok then
     local err = count
     if not lunio.is_error(err, "task_group") then error(err, 0) end
     print(("pipeline failed: %d error(s)"):format(#err.errors))
     for _, e in ipairs(err.errors) do print("  " .. e.kind .. ": " .. e.message) end
+    -- (print(err) shows the same list, each error with its traceback)
     return 1
   end
   print(("items: %d, workers: %d, queue maxsize: %d"):format(opts.items,

@@ -44,18 +44,20 @@ local function run_all(o)
     local _ <close> = sem:acquire()
     running = running + 1
     if running > peak then peak = running end
-    local ok, res = pcall(lunio.wait_for, function() return job(i) end, o.job_timeout)
+    -- lunio.pcall, not pcall: when the overall deadline cancels this
+    -- worker, the cancellation must go through, not count as a job failure
+    local ok, res = lunio.pcall(lunio.wait_for, function() return job(i) end, o.job_timeout)
     running = running - 1
     if ok then
       outcome[i] = "ok " .. res
     elseif lunio.is_error(res, "timeout") then
       outcome[i] = "timed out"
     else
-      error(res, 0) -- a real failure, or our own cancellation
+      error(res, 0) -- a real failure
     end
   end
 
-  local ok, err = pcall(function()
+  local ok, err = lunio.pcall(function()
     local _ <close> = lunio.timeout(o.total_timeout)
     local tg <close> = lunio.TaskGroup()
     for i = 1, o.jobs do tg:spawn(worker, i) end

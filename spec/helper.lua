@@ -5,6 +5,7 @@
 --   h.new_loop()           a new loop that stops itself if it stalls (1 s)
 --   h.guard_default()      the same for the default loop (before_each)
 --   h.lua(script, args)    run lua5.4 in a subprocess -> stdout, stderr, code
+--   h.lunio(args)          run the lunio command (bin/lunio) the same way
 --   h.async(fn, opts)     lunio.testing.async with a 1 s default timeout
 --   h.catch(fn, ...)       the error fn raises (fails when it does not)
 --   h.reports(match)       capture the exception handler's reports
@@ -165,34 +166,33 @@ local function read_all(path)
   return s
 end
 
----Runs lua5.4 in a subprocess with this process's package.path and
----package.cpath (so the same build of lunio.core is loaded).
----@param script string a path to a .lua file, or Lua source code
----@param args? string[] command-line arguments for the script
----@param opts? {timeout?: number, env?: table<string,string>}
----@return string stdout, string stderr, integer code (128+n for signal n)
-function helper.lua(script, args, opts)
+---The environment assignments (`LUA_PATH=... LUA_CPATH=...`, shell-quoted)
+---that make a child lua5.4 load the same lunio as this process.
+function helper.lua_env()
+  return "LUA_PATH=" .. shell_quote(absolute_path(package.path))
+    .. " LUA_CPATH=" .. shell_quote(absolute_path(package.cpath))
+end
+
+local function write_temp(text)
+  local name = os.tmpname()
+  local f = assert(io.open(name, "wb"))
+  f:write(text)
+  f:close()
+  return name
+end
+
+-- Runs `lua5.4 path args...` with the environment of helper.lua_env().
+local function run_lua(path, args, opts)
   opts = opts or {}
-  local path = script
-  local tmp_script
-  if not (script:match("%.lua$") and not script:find("\n") and io.open(script)) then
-    tmp_script = os.tmpname()
-    local f = assert(io.open(tmp_script, "w"))
-    f:write(script)
-    f:close()
-    path = tmp_script
-  end
   local out, err = os.tmpname(), os.tmpname()
+  local stdin = opts.stdin and write_temp(opts.stdin)
   local argv = {}
   for i, a in ipairs(args or {}) do argv[i] = shell_quote(a) end
-  local env = {
-    "LUA_PATH=" .. shell_quote(absolute_path(package.path)),
-    "LUA_CPATH=" .. shell_quote(absolute_path(package.cpath)),
-  }
+  local env = { helper.lua_env() }
   for k, v in pairs(opts.env or {}) do env[#env + 1] = k .. "=" .. shell_quote(v) end
-  local cmd = ("env %s timeout -s KILL %g lua5.4 %s %s >%s 2>%s"):format(
+  local cmd = ("env %s timeout -s KILL %g lua5.4 %s %s <%s >%s 2>%s"):format(
     table.concat(env, " "), opts.timeout or 10, shell_quote(path),
-    table.concat(argv, " "), out, err)
+    table.concat(argv, " "), stdin or "/dev/null", out, err)
   local p = assert(io.popen(cmd))
   p:read("a")
   local _, how, code = p:close()
@@ -200,8 +200,36 @@ function helper.lua(script, args, opts)
   local stdout, stderr = read_all(out), read_all(err)
   os.remove(out)
   os.remove(err)
+  if stdin then os.remove(stdin) end
+  return stdout, stderr, code
+end
+
+---Runs lua5.4 in a subprocess with this process's package.path and
+---package.cpath (so the same build of lunio.core is loaded). Standard input
+---is /dev/null, or a file holding `opts.stdin`.
+---@param script string a path to a .lua file, or Lua source code
+---@param args? string[] command-line arguments for the script
+---@param opts? {timeout?: number, env?: table<string,string>, stdin?: string}
+---@return string stdout, string stderr, integer code (128+n for signal n)
+function helper.lua(script, args, opts)
+  local path = script
+  local tmp_script
+  if not (script:match("%.lua$") and not script:find("\n") and io.open(script)) then
+    tmp_script = write_temp(script)
+    path = tmp_script
+  end
+  local stdout, stderr, code = run_lua(path, args, opts)
   if tmp_script then os.remove(tmp_script) end
   return stdout, stderr, code
+end
+
+---Runs the `lunio` command (bin/lunio of this checkout, under lua5.4) with
+---`args`, as helper.lua does; same options and results.
+---@param args? string[]
+---@param opts? {timeout?: number, env?: table<string,string>, stdin?: string}
+---@return string stdout, string stderr, integer code
+function helper.lunio(args, opts)
+  return run_lua(getcwd() .. "/bin/lunio", args, opts)
 end
 
 ---Seconds of CPU time used by `fn(...)` and its wall-clock duration.

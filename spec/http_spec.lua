@@ -244,6 +244,36 @@ describe("lunio.http", function()
       assert.equal(#names, #h)
     end))
 
+    it("can be indexed by name, case-insensitively, as get() does", async(function()
+      local r = http.get(srv:url("/small.txt"))
+      local h = r.headers
+      assert.equal("text/plain", h["Content-Type"])
+      assert.equal("text/plain", h["content-type"])
+      assert.equal(h:get("CONTENT-LENGTH"), h["CONTENT-LENGTH"])
+      assert.equal("1024", h["Content-Length"])
+      assert.is_nil(h["X-None"])
+      assert.is_nil(h[1])
+      local m = http.get(srv:url("/headers/multi")).headers
+      assert.equal("one, two", m["X-Multi"]) -- repeated: joined, as get()
+    end))
+
+    it("index methods before headers of the same name", async(function()
+      -- The fixture sends no header named like a method: build Headers of
+      -- the real class (a response's metatable) with such names.
+      local mt = getmetatable(http.get(srv:url("/small.txt")).headers)
+      local h = setmetatable({ _flat = { "Get", "g", "List", "l", "Has", "h",
+        "Get_All", "ga", "X-Real", "r" } }, mt)
+      assert.is_function(h.get)
+      assert.is_function(h.list)
+      assert.is_function(h.has)
+      assert.is_function(h.get_all)
+      assert.equal("g", h:get("get")) -- the method still finds them
+      assert.equal("l", h:get("LIST"))
+      assert.equal("g", h["GET"])     -- other spellings are not methods
+      assert.equal("r", h["x-real"])
+      assert.equal(5, #h)
+    end))
+
     it("sends lists as repeated headers and numbers as text", async(function()
       local r = echo_fields(http.get(srv:url("/echo"), {
         headers = { ["X-Multi"] = { "1", "2" }, ["X-Custom"] = 42 },
@@ -475,14 +505,14 @@ describe("lunio.http", function()
       assert.equal(200, loop1:run(function() return s:get(url).status end))
       local loop2 = lunio.new_loop()
       local err = loop2:run(function()
-        local ok, e = pcall(s.get, s, url)
+        local ok, e = lunio.pcall(s.get, s, url)
         assert(not ok)
         return e
       end)
       assert.is_true(lunio.is_error(err, "invalid_state"), tostring(err))
       loop1:close()
       err = loop2:run(function()
-        local ok, e = pcall(s.get, s, url)
+        local ok, e = lunio.pcall(s.get, s, url)
         assert(not ok)
         return e
       end)
@@ -668,7 +698,7 @@ describe("lunio.http", function()
         end,
       })
       assert.is_true(n >= 1)
-      local ok, err = pcall(http.get, srv:url("/large.bin"), {
+      local ok, err = lunio.pcall(http.get, srv:url("/large.bin"), {
         on_progress = function() error("stop here") end,
       })
       assert.is_false(ok)
@@ -708,8 +738,8 @@ describe("lunio.http", function()
 
     it("reports a server closing mid-body (kind protocol)", async(function()
       local bad = bad_server.start()
-      local ok, err = pcall(http.get, bad:url("/"))
-      local ok2, err2 = pcall(function()
+      local ok, err = lunio.pcall(http.get, bad:url("/"))
+      local ok2, err2 = lunio.pcall(function()
         local r = http.get(bad:url("/"), { stream = true })
         return r:text()
       end)

@@ -173,6 +173,85 @@ describe("Queue:shutdown()", function()
   end))
 end)
 
+describe("Queue:iter()", function()
+  it("gets every item, waiting for more, and ends after shutdown and drain",
+    async(function()
+      local q = lunio.Queue(2)
+      lunio.spawn(function()
+        for i = 1, 5 do
+          q:put(i)
+          lunio.sleep(0.01)
+        end
+        q:put(false) -- false is an item, not the end
+        q:shutdown()
+      end)
+      local got = {}
+      for item in q:iter() do got[#got + 1] = item end
+      assert.same({ 1, 2, 3, 4, 5, false }, got)
+      assert.is_true(q:empty())
+    end))
+
+  it("ends at once on a queue shut down and empty, or after shutdown(true)",
+    async(function()
+      local q = lunio.Queue()
+      q:shutdown()
+      for _ in q:iter() do error("no item expected") end
+      local q2 = lunio.Queue()
+      q2:put(1)
+      q2:shutdown(true)
+      for _ in q2:iter() do error("no item expected") end
+    end))
+
+  it("ends the loop of a consumer waiting when the queue is shut down",
+    async(function()
+      local q = lunio.Queue()
+      local consumer = lunio.spawn(function()
+        local n = 0
+        for _ in q:iter() do n = n + 1 end
+        return "ended", n
+      end)
+      q:put("x")
+      settle()
+      assert.is_false(consumer:done())
+      q:shutdown()
+      assert.same({ "ended", 1 }, { consumer:await() })
+    end))
+
+  it("propagates a cancellation while waiting, and loses no item", async(function()
+    local q = lunio.Queue()
+    local consumer = lunio.spawn(function()
+      for _ in q:iter() do error("no item expected") end
+      return "loop ended"
+    end)
+    settle()
+    consumer:cancel("stop")
+    q:put("kept") -- put after the cancel request: the item must stay
+    local ok, err = pcall(consumer.await, consumer)
+    assert.is_false(ok)
+    assert.is_true(lunio.is_cancelled(err))
+    assert.equal("stop", err.message)
+    assert.equal("kept", q:get_nowait())
+  end))
+
+  it("works for LifoQueue and PriorityQueue", async(function()
+    -- put 2, 3, 1: LIFO gives 1, 3, 2; by priority 1, 2, 3
+    for kind, expect in pairs({ LifoQueue = { 1, 3, 2 }, PriorityQueue = { 1, 2, 3 } }) do
+      local q = lunio[kind]()
+      for _, v in ipairs({ 2, 3, 1 }) do q:put(v) end
+      q:shutdown()
+      local got = {}
+      for item in q:iter() do got[#got + 1] = item end
+      assert.same(expect, got)
+    end
+  end))
+
+  it("outside a task raises an error naming iter", function()
+    local q = lunio.Queue()
+    assert.has_error(function() for _ in q:iter() do end end,
+      "'iter' called outside a running task (start one with lunio.run or lunio.create_task)")
+  end)
+end)
+
 describe("lunio.LifoQueue and lunio.PriorityQueue", function()
   it("LifoQueue returns the last item first", async(function()
     local q = lunio.LifoQueue()
@@ -256,7 +335,7 @@ describe("queue cancellation safety", function()
       for _ = 1, 20 do
         -- due just before the wait_for deadline: both fire in one timer pass
         loop:call_later(0.002, q.put_nowait, q, "x")
-        local ok = pcall(lunio.wait_for, get, 0.002)
+        local ok = lunio.pcall(lunio.wait_for, get, 0.002)
         if ok then got = got + 1 else timeouts = timeouts + 1 end
         if not ok and q:empty() then lost = lost + 1 end
         while not q:empty() do q:get_nowait() end

@@ -78,6 +78,20 @@ describe("lunio.run", function()
     assert.matches("running", msgs[2])
   end)
 
+  it("nested, raises an error that points at the caller's line, not lunio's", function()
+    local line
+    local msg = lunio.run(function()
+      line = debug.getinfo(1, "l").currentline + 1
+      local ok, e = pcall(function() lunio.run(print) end)
+      assert.is_false(ok)
+      return e
+    end)
+    assert.is_string(msg)
+    assert.equal(("%s:%d: lunio.run: a loop is already running (inside a task, call the "
+      .. "function or spawn it and await the task instead)")
+      :format(debug.getinfo(1, "S").short_src, line), msg)
+  end)
+
   it("runs tasks created before any loop runs", function()
     local ran = false
     lunio.create_task(function() ran = true end)
@@ -247,7 +261,9 @@ describe("lunio.sleep", function()
     assert.are.equal(v, lunio.sleep(0.001, v))
     assert.are.equal("x", lunio.sleep(0, "x"))
     assert.is_nil(lunio.sleep(0))
-    assert.are.equal(0, select("#", lunio.sleep(0)) - 1) -- exactly one value
+    assert.are.equal(0, select("#", lunio.sleep(0))) -- no value: nothing
+    assert.are.equal(1, select("#", lunio.sleep(0, nil))) -- one nil
+    assert.are.equal(0, select("#", lunio.sleep(0.001)))
   end))
 
   it("waits at least the given time", async(function()

@@ -56,7 +56,7 @@ describe("lunio.TaskGroup", function()
     async(function()
       local reports = capture_reports()
       local sibling_cancelled, block_cancelled = false, false
-      local ok, err = pcall(function()
+      local ok, err = lunio.pcall(function()
         local tg <close> = lunio.TaskGroup()
         tg:spawn(fail_after(1, "child"))
         tg:spawn(function()
@@ -79,7 +79,7 @@ describe("lunio.TaskGroup", function()
 
   it("collects every child error, not the cancellations it caused",
     async(function()
-      local ok, err = pcall(function()
+      local ok, err = lunio.pcall(function()
         local tg <close> = lunio.TaskGroup()
         tg:spawn(fail_after(1, "one"))
         tg:spawn(function() -- fails while being cancelled
@@ -96,7 +96,7 @@ describe("lunio.TaskGroup", function()
     .. "children are cancelled and done", async(function()
       local boom = lunio.error("boom", "block failed")
       local child
-      local ok, err = pcall(function()
+      local ok, err = lunio.pcall(function()
         local tg <close> = lunio.TaskGroup()
         child = tg:spawn(function()
           local _, e = pcall(lunio.sleep, 10)
@@ -112,7 +112,7 @@ describe("lunio.TaskGroup", function()
     end, VT))
 
   it("block and child both fail: the child errors, then the block's", async(function()
-    local ok, err = pcall(function()
+    local ok, err = lunio.pcall(function()
       local tg <close> = lunio.TaskGroup()
       tg:spawn(function()
         pcall(lunio.sleep, 10)
@@ -209,7 +209,7 @@ describe("lunio.TaskGroup", function()
 
   it("nested groups: an inner failure surfaces as task_group in the outer",
     async(function()
-      local ok, err = pcall(function()
+      local ok, err = lunio.pcall(function()
         local outer <close> = lunio.TaskGroup()
         outer:spawn(lunio.sleep, 10)
         outer:spawn(function()
@@ -229,7 +229,7 @@ describe("lunio.TaskGroup", function()
   it("inside a timeout scope, the deadline cancels block and children and "
     .. "comes out as timeout", async(function()
       local child
-      local ok, err = pcall(function()
+      local ok, err = lunio.pcall(function()
         local _ <close> = lunio.timeout(1)
         local tg <close> = lunio.TaskGroup()
         child = tg:spawn(lunio.sleep, 10)
@@ -242,7 +242,7 @@ describe("lunio.TaskGroup", function()
 
   it("a child failing after the block ended cancels nobody else's task",
     async(function()
-      local ok, err = pcall(function()
+      local ok, err = lunio.pcall(function()
         local tg <close> = lunio.TaskGroup()
         tg:spawn(fail_after(1, "late"))
         tg:spawn(lunio.sleep, 5)
@@ -265,4 +265,76 @@ describe("lunio.TaskGroup outside a task", function()
     assert.is_false(ok)
     assert.matches("outside a running task", err)
   end)
+end)
+
+describe("a task_group error prints", function()
+  -- Lines of this file where the children below raise.
+  local SRC = debug.getinfo(1, "S").short_src
+
+  it("a header and every child error, indented, each with its own traceback",
+    async(function()
+      local line = debug.getinfo(1, "l").currentline
+      local ok, err = pcall(function()
+        local tg <close> = lunio.TaskGroup()
+        tg:spawn(function() lunio.sleep(1); error("string boom") end)
+        tg:spawn(function() lunio.sleep(1); error(lunio.error("test", "lunio boom")) end)
+        tg:spawn(function() lunio.sleep(1); error({ kind = "mine", message = "table boom" }) end)
+      end)
+      assert.is_false(ok)
+      assert.equal(3, #err.errors)
+      local text = err.message
+      -- split into the header and one block per error
+      local header, rest = text:match("^([^\n]*)\n(.*)$")
+      assert.equal("3 error(s) in the task group", header)
+      local blocks, body = {}, "\n" .. rest
+      for i = 1, 3 do
+        local s = body:find("\n  [" .. i .. "] ", 1, true)
+        local e = body:find("\n  [" .. (i + 1) .. "] ", 1, true)
+        assert.is_truthy(s, text)
+        blocks[i] = body:sub(s, (e or #body + 1) - 1)
+      end
+      assert.is_nil(body:find("\n  [4] ", 1, true))
+      local heads = {
+        ("%s:%d: string boom"):format(SRC, line + 3),
+        "test: lunio boom",
+        "mine: table boom", -- a plain table with kind/message, not "table: 0x..."
+      }
+      for i, b in ipairs(blocks) do
+        local head, tb = b:match("^\n  %[" .. i .. "%] ([^\n]*)\n(.*)$")
+        assert.equal(heads[i], head)
+        -- its own traceback, indented under it, naming the child's line
+        assert.equal("      stack traceback:\n", tb:sub(1, 23))
+        assert.is_truthy(tb:find(("\n      \t%s:%d: in function"):format(SRC, line + 2 + i),
+          1, true), tb)
+        for l in tb:gmatch("[^\n]+") do assert.equal("      ", l:sub(1, 6)) end
+      end
+      -- the group's own traceback is the block's, not combinators.lua's
+      assert.is_nil(tostring(err):find("combinators.lua", 1, true), tostring(err))
+      assert.equal("task_group: " .. text, tostring(err):sub(1, #text + 12))
+    end, VT))
+
+  it("nested groups as an indented error inside the outer listing", async(function()
+    local ok, err = pcall(function()
+      local tg <close> = lunio.TaskGroup()
+      tg:spawn(function()
+        local inner <close> = lunio.TaskGroup()
+        inner:spawn(fail_after(1, "deep"))
+        lunio.sleep(5)
+      end)
+    end)
+    assert.is_false(ok)
+    assert.is_true(lunio.is_error(err.errors[1], "task_group"))
+    assert.matches("^1 error%(s%) in the task group\n  %[1%] task_group: 1 error%(s%) in "
+      .. "the task group\n        %[1%] test: deep\n", err.message)
+  end, VT))
+
+  it("when closed by tg:wait(), the traceback of the caller", async(function()
+    local tg = lunio.TaskGroup()
+    tg:spawn(fail_after(0, "x"))
+    local line = debug.getinfo(1, "l").currentline + 1
+    local ok, err = pcall(tg.wait, tg)
+    assert.is_false(ok)
+    assert.matches("^stack traceback:\n\t[^\n]*" .. SRC:gsub("%p", "%%%0") .. ":" .. line
+      .. ": in ", err.traceback)
+  end))
 end)

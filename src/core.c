@@ -54,6 +54,15 @@ static int core_tune_allocator(lua_State *L) {
   return 1;
 }
 
+/* isatty(fd) -> whether the descriptor is a terminal (the lunio command
+ * starts its REPL on one). */
+static int core_isatty(lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd >= 0 && fd <= 0x7fffffff, 1, "not a file descriptor");
+  lua_pushboolean(L, uv_guess_handle((uv_file)fd) == UV_TTY);
+  return 1;
+}
+
 LUNIO_API int luaopen_lunio_core(lua_State *L) {
   luaL_checkversion(L);
   lunio__open_sched(L);
@@ -68,6 +77,8 @@ LUNIO_API int luaopen_lunio_core(lua_State *L) {
   lunio__open_dns(L);
   lua_pushcfunction(L, core_tune_allocator);
   lua_setfield(L, -2, "tune_allocator");
+  lua_pushcfunction(L, core_isatty);
+  lua_setfield(L, -2, "isatty");
   lua_pushcfunction(L, core_open_fds);
   lua_setfield(L, -2, "open_fds");
   lua_pushliteral(L, LUNIO_VERSION);

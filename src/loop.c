@@ -699,10 +699,19 @@ static int loop_set_virtual_time(lua_State *L) {
   return 0;
 }
 
-/* loop:set_signals(on): whether run() turns SIGINT into cancellation */
+/* loop:set_signals(on): whether run() turns SIGINT into cancellation;
+ * takes effect at once on a running loop (the REPL switches it around each
+ * statement). */
 static int loop_set_signals(lua_State *L) {
   lunio_loop *loop = check_loop(L, 1);
   loop->signals = lua_toboolean(L, 2);
+  if (loop->running) {
+    if (loop->signals)
+      sigint_take(loop);
+    else
+      sigint_give_back(loop);
+    update_wakeup_ref(loop);
+  }
   return 0;
 }
 

@@ -53,27 +53,39 @@ static int core_spawn(lua_State *L) {
   return 1;
 }
 
-/* sleep's frame is [seconds, value]; ctx is the sleeping task. */
-static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
+/* sleep's frame is [seconds] or [seconds, value] (`base` slots); ctx is
+ * the sleeping task. Returns the value when one was given. */
+static int sleep_resume(lua_State *L, lua_KContext ctx, int base,
+                        lua_KFunction self) {
   lunio_task *t = (lunio_task *)ctx;
-  (void)status;
   if (!lunio__resume_ok(L, t)) {
-    lua_settop(L, 2);
-    return lunio__refuse_resume(L, ctx, sleep_k);
+    lua_settop(L, base);
+    return lunio__refuse_resume(L, ctx, self);
   }
   if (t->flags & (LUNIO_F_WAKE_ERROR | LUNIO_F_MUST_CANCEL))
     lunio__resumed(L, t);
-  lua_settop(L, 2);
-  return 1;
+  lua_settop(L, base);
+  return base - 1;
 }
 
-/* sleep(seconds [, value]) -> value */
+static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  return sleep_resume(L, ctx, 1, sleep_k);
+}
+
+static int sleep_value_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  return sleep_resume(L, ctx, 2, sleep_value_k);
+}
+
+/* sleep(seconds [, value]) -> value (nothing when none was given) */
 static int core_sleep(lua_State *L) {
   double s = luaL_checknumber(L, 1);
+  int base = lua_gettop(L) >= 2 ? 2 : 1;
   lunio_task *t;
   luaL_argcheck(L, s == s, 1, "NaN is not a duration");
   t = lunio__check_in_task(L, "sleep");
-  lua_settop(L, 2);
+  lua_settop(L, base);
   if (t->flags & LUNIO_F_MUST_CANCEL) {
     lunio__take_cancel(L, t);
     return lua_error(L);
@@ -90,7 +102,7 @@ static int core_sleep(lua_State *L) {
   }
   t->on_cancel = NULL;
   t->loop->awaited = 1;
-  return lua_yieldk(L, 0, (lua_KContext)t, sleep_k);
+  return lua_yieldk(L, 0, (lua_KContext)t, base == 2 ? sleep_value_k : sleep_k);
 }
 
 /* park's frame is empty; ctx is the parked task. */

@@ -8,6 +8,7 @@
 ---@field kind string
 ---@field message string
 ---@field traceback? string
+---@field errors? any[] kind "task_group": every child error
 
 ---@class lunio.Handle
 local Handle = {}
@@ -53,6 +54,10 @@ local Task = {}
 function Task:set_name(name) end
 ---@return string
 function Task:traceback() end
+---Where the task was created (a traceback), recorded in debug mode; nil
+---otherwise.
+---@return string?
+function Task:created_at() end
 
 ---@class lunio.Loop
 local Loop = {}
@@ -92,6 +97,18 @@ function Loop:set_virtual_time(on) end
 function Loop:set_watchdog(seconds, fn) end
 ---@param on boolean
 function Loop:set_signals(on) end
+---Number of registered resources (sessions, streams, files ...) still open.
+---@return integer
+function Loop:open_resources() end
+---Debug mode for this loop (LUNIO_DEBUG=1 turns it on for every loop):
+---slow-step warnings beyond `slow_seconds` (default 0.1, LUNIO_DEBUG_SLOW),
+---creation sites of tasks, a report of what is left at close.
+---@param on boolean
+---@param slow_seconds? number
+function Loop:set_debug(on, slow_seconds) end
+---@return boolean on
+---@return number slow_seconds
+function Loop:debug() end
 
 local core = {}
 ---@return lunio.Loop

@@ -24,7 +24,10 @@ local new_error, is_error = core.new_error, core.is_error
 local running_loop = core.running_loop
 local type, select, error, pcall, rawequal = type, select, error, pcall, rawequal
 local setmetatable, getmetatable, tostring = setmetatable, getmetatable, tostring
-local unpack = table.unpack
+local unpack, concat = table.unpack, table.concat
+local getinfo, traceback = debug.getinfo, debug.traceback
+local format_error = util.format_error
+local THIS_SOURCE = getinfo(1, "S").source
 
 local M = {}
 
@@ -644,6 +647,36 @@ function TaskGroup:spawn(fn, ...)
   return t
 end
 
+-- "N error(s) in the task group", then each error on its own lines,
+-- indented, with the traceback it carries (as Python prints an
+-- ExceptionGroup).
+local function group_message(list)
+  local parts = { ("%d error(s) in the task group"):format(#list) }
+  for i = 1, #list do
+    local label = ("  [%d] "):format(i)
+    local body = format_error(list[i]):gsub("\n", "\n" .. (" "):rep(#label))
+    parts[i + 1] = label .. body
+  end
+  return concat(parts, "\n")
+end
+
+-- The traceback from the first frame outside this file: where the user's
+-- block ended or called tg:wait(), not this module's __close. A block left
+-- by an error has no frame left (Lua closes it after unwinding): false
+-- then, so that the task does not attach this module's traceback instead.
+local function user_traceback()
+  local level = 2
+  while true do
+    local info = getinfo(level, "S")
+    if info == nil then return false end
+    if info.source ~= THIS_SOURCE and info.what ~= "C" then
+      local tb = traceback(nil, level)
+      return tb:find(":%d+: in ") ~= nil and tb
+    end
+    level = level + 1
+  end
+end
+
 local function tg_exit(self, block_err)
   if self._state == "closed" then return end
   local me = current()
@@ -683,9 +716,8 @@ local function tg_exit(self, block_err)
     if block_err ~= nil and not is_error(block_err, "cancelled") then
       list[#list + 1] = block_err
     end
-    local first = tostring(list[1]):match("[^\n]*")
-    error(new_error("task_group", ("%d error(s) in the task group; first: %s")
-      :format(#list, first), { errors = list }), 0)
+    error(new_error("task_group", group_message(list),
+      { errors = list, traceback = user_traceback() }), 0)
   end
   if outer_cancel ~= nil then error(outer_cancel, 0) end
 end

@@ -128,21 +128,24 @@ end
 
 local TOKEN = "^[!#$%%&'*+%-.^_`|~%w]+$"
 
---- Case-insensitive, order-preserving response headers.
+--- Case-insensitive, order-preserving response headers. Indexing with a
+--- string that is not a method name looks the header up:
+--- `headers["Content-Type"]` is `headers:get("Content-Type")`.
 ---@class lunio.http.Headers
 local Headers = {}
-Headers.__index = Headers
-Headers.__name = "lunio.http.Headers"
+local HeadersMT = { __name = "lunio.http.Headers" }
 M.Headers = Headers
 
 ---@param flat string[] name1, value1, name2, value2, ...
 ---@return lunio.http.Headers
-function Headers.new(flat)
-  return setmetatable({ _flat = flat or {} }, Headers)
+local function new_headers(flat)
+  return setmetatable({ _flat = flat or {} }, HeadersMT)
 end
 
+-- name:lower() -> list of values, built on first use. rawget: a missing
+-- field must not go through __index (which looks headers up).
 local function headers_index(self)
-  local idx = self._idx
+  local idx = rawget(self, "_idx")
   if idx == nil then
     idx = {}
     local f = self._flat
@@ -160,6 +163,13 @@ local function headers_index(self)
   return idx
 end
 
+local function header_value(self, name)
+  local list = headers_index(self)[name:lower()]
+  if list == nil then return nil end
+  if #list == 1 then return list[1] end
+  return concat(list, ", ")
+end
+
 --- The value of a header, repeated values joined with ", "; nil if absent.
 ---@param name string
 ---@return string|nil
@@ -168,10 +178,16 @@ function Headers:get(name)
     error(format("bad argument #1 to 'get' (string expected, got %s)",
       type(name)), 2)
   end
-  local list = headers_index(self)[name:lower()]
-  if list == nil then return nil end
-  if #list == 1 then return list[1] end
-  return concat(list, ", ")
+  return header_value(self, name)
+end
+
+-- Methods first; any other string key is a header name (case-insensitive).
+-- So `headers.get` is the method even if a "Get" header exists.
+function HeadersMT.__index(self, k)
+  local method = Headers[k]
+  if method ~= nil then return method end
+  if type(k) == "string" then return header_value(self, k) end
+  return nil
 end
 
 --- Every value of a header, in order (an empty list if absent).
@@ -205,7 +221,7 @@ end
 
 --- `for name, value in pairs(headers)`: every header line in order (a
 --- repeated header appears once per line).
-function Headers:__pairs()
+function HeadersMT:__pairs()
   local f, i = self._flat, -1
   return function()
     i = i + 2
@@ -214,11 +230,11 @@ function Headers:__pairs()
   end, self, nil
 end
 
-function Headers:__len()
+function HeadersMT:__len()
   return #self._flat // 2
 end
 
-function Headers:__tostring()
+function HeadersMT:__tostring()
   local out, f = {}, self._flat
   for i = 1, #f, 2 do out[#out + 1] = f[i] .. ": " .. f[i + 1] end
   return concat(out, "\n")
@@ -356,7 +372,7 @@ local function make_response(info, xfer, spec, session)
     http_version = info.http_version,
     url = info.url,
     method = spec.method,
-    headers = Headers.new(info.headers),
+    headers = new_headers(info.headers),
     body = info.body,
     output = spec.output,
     timings = info.timings,

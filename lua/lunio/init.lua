@@ -16,19 +16,28 @@ local lunio = {
   version = core.version,
 }
 
-local is_callable = require("lunio.util").is_callable
+local util = require "lunio.util"
+local is_callable = util.is_callable
+local run_in_place = util.run_in_place
 
 local function arg_error(n, fname, msg)
   error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
 end
 
 ---Runs `fn(...)` as the main task of the default loop and returns its
----results. See docs/reference.md "Running".
+---results. Inside the `lunio` command's main task, calls `fn(...)` in
+---place. See docs/reference.md "Running".
 ---@param fn function|table a callable
 ---@return any ...
 function lunio.run(fn, ...)
   if not is_callable(fn) then
     arg_error(1, "run", "callable expected, got " .. type(fn))
+  end
+  if core.running_loop() then
+    local task = core.current()
+    if task ~= nil and run_in_place[task] then return fn(...) end
+    error("lunio.run: a loop is already running (inside a task, call the "
+      .. "function or spawn it and await the task instead)", 2)
   end
   return core.default_loop():run(fn, ...)
 end
@@ -59,6 +68,62 @@ lunio.is_error = core.is_error
 
 ---Makes a lunio error table: `lunio.error("timeout", "too slow", {url=u})`.
 lunio.error = core.new_error
+
+-- Cancellation-safe catching. Lua's pcall catches everything, also the
+-- "cancelled" error that stops a task (like Python's `except BaseException`);
+-- these re-raise a cancellation instead, unchanged: timeout scopes and task
+-- groups recognise their own cancellation by identity. Lua 5.4's pcall and
+-- xpcall are yieldable, so awaits inside still work (no C boundary here).
+local is_error = core.is_error
+
+---True when `err` is a cancellation error (kind "cancelled").
+---@param err any
+---@return boolean
+local function is_cancelled(err)
+  return is_error(err, "cancelled")
+end
+lunio.is_cancelled = is_cancelled
+
+local function pcall_finish(ok, ...)
+  if not ok and is_error((...), "cancelled") then error((...), 0) end
+  return ok, ...
+end
+
+---As `pcall`, but a cancellation is re-raised instead of caught. Use it
+---around awaits.
+---@async
+---@param fn function|table
+---@return boolean ok
+---@return any ...
+function lunio.pcall(fn, ...)
+  return pcall_finish(pcall(fn, ...))
+end
+
+local function xpcall_finish(state, ok, ...)
+  if not ok and state.cancelled then error((...), 0) end
+  return ok, ...
+end
+
+---As `xpcall`, but a cancellation is re-raised instead of caught, and
+---`handler` is not called for it.
+---@async
+---@param fn function|table
+---@param handler function
+---@return boolean ok
+---@return any ...
+function lunio.xpcall(fn, handler, ...)
+  if not is_callable(handler) then
+    arg_error(2, "xpcall", "function expected, got " .. type(handler))
+  end
+  local state = {}
+  return xpcall_finish(state, xpcall(fn, function(err)
+    if is_error(err, "cancelled") then
+      state.cancelled = true
+      return err
+    end
+    return handler(err)
+  end, ...))
+end
 
 ---The running Loop; raises when no loop runs.
 function lunio.get_running_loop()
@@ -115,6 +180,77 @@ lunio.getnameinfo = core.getnameinfo
 ---The `lunio` command calls it. Returns true when applied.
 ---@return boolean
 lunio.tune_allocator = core.tune_allocator
+
+-- dump_tasks: every task not done, like `python -m asyncio ps`.
+
+-- A traceback string as indented lines, without the "stack traceback:"
+-- header and the "[C]: in ?" at the bottom of every task.
+local function indent_traceback(tb, prefix)
+  local out = {}
+  for line in tb:gmatch("[^\n]+") do
+    line = line:gsub("^\t", "")
+    if line ~= "stack traceback:" then out[#out + 1] = line end
+  end
+  if out[#out] == "[C]: in ?" then out[#out] = nil end
+  for i = 1, #out do out[i] = prefix .. out[i] end
+  return table.concat(out, "\n")
+end
+
+local function created_at(task)
+  local method = task.created_at
+  if method == nil then return nil, "unknown" end
+  local tb = method(task)
+  if type(tb) ~= "string" or tb == "" then
+    return nil, "unknown (recorded with LUNIO_DEBUG=1)"
+  end
+  return tb
+end
+
+local function waiting_at(task, state)
+  if state == "waiting" then
+    local tb = task:traceback()
+    if tb ~= "" then return tb end
+    return nil, "unknown"
+  elseif state == "pending" then
+    return nil, "not started yet"
+  elseif state == "running" then
+    return nil, "running now"
+  end
+  return nil, state
+end
+
+---Every task not yet done, as readable text: name, state, where it was
+---created (when the core records it) and where it is waiting. Format in
+---docs/reference.md ("Debugging").
+---@param loop? lunio.Loop default: the running loop, else the default loop
+---@return string
+function lunio.dump_tasks(loop)
+  if loop == nil then
+    loop = core.running_loop() or core.default_loop()
+  elseif type(loop) ~= "userdata" or loop.all_tasks == nil then
+    arg_error(1, "dump_tasks", "lunio.Loop expected, got " .. type(loop))
+  end
+  local tasks = loop:all_tasks()
+  local lines = { ("%d task(s)"):format(#tasks) }
+  for i = 1, #tasks do
+    local t = tasks[i]
+    local state = t:state()
+    local created, created_note = created_at(t)
+    local waiting, waiting_note = waiting_at(t, state)
+    lines[#lines + 1] = ("%s (%s)"):format(t.name, state)
+    if created then
+      lines[#lines + 1] = "  created at:\n" .. indent_traceback(created, "    ")
+    else
+      lines[#lines + 1] = "  created at: " .. created_note
+    end
+    if waiting then
+      lines[#lines + 1] = "  waiting at:\n" .. indent_traceback(waiting, "    ")
+    else
+      lines[#lines + 1] = "  waiting at: " .. waiting_note
+    end
+  end
+  return table.concat(lines, "\n")
+end
 
 ---Versions of lunio, Lua, libuv and libcurl.
 function lunio.versions()

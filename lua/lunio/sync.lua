@@ -740,27 +740,56 @@ function Queue:get_nowait()
   return q_take(self)
 end
 
+-- What q_get returns when the queue is shut down and empty.
+local CLOSED = {}
+
+-- Removes and returns an item, waiting (FIFO) while the queue is empty;
+-- CLOSED once it is shut down and empty. Called by a public method called
+-- by the user (level 3 for errors).
+local function q_get(q, fname)
+  if q:_size() > q._gclaims then return q_take(q) end
+  if q._shutdown then return CLOSED end
+  local me, front = util.running_task(fname, 3), false
+  while true do
+    local ok, err = wait_in(q._getters, me, front)
+    if ok == false then error(err, 0) end
+    q._gclaims = q._gclaims - 1
+    if ok == "late" then -- cancelled after the wake-up: leave the item
+      wake_getters(q)
+      error(err, 0)
+    end
+    if q:_size() > 0 then return q_take(q) end
+    if q._shutdown then return CLOSED end
+    front = true -- our item was taken by get_nowait: keep our place
+  end
+end
+
 ---Removes and returns an item, waiting (FIFO) while the queue is empty.
 ---After shutdown() it still returns the items left (none after
 ---shutdown(true)), then raises "closed".
 ---@async
 ---@return any
 function Queue:get()
-  if self:_size() > self._gclaims then return q_take(self) end
-  if self._shutdown then q_closed() end
-  local me, front = running_task("get"), false
-  while true do
-    local ok, err = wait_in(self._getters, me, front)
-    if ok == false then error(err, 0) end
-    self._gclaims = self._gclaims - 1
-    if ok == "late" then -- cancelled after the wake-up: leave the item
-      wake_getters(self)
-      error(err, 0)
-    end
-    if self:_size() > 0 then return q_take(self) end
-    if self._shutdown then q_closed() end
-    front = true -- our item was taken by get_nowait: keep our place
-  end
+  local v = q_get(self, "get")
+  if v == CLOSED then q_closed() end
+  return v
+end
+
+local function q_next(q)
+  local v = q_get(q, "iter")
+  if v == CLOSED then return nil end
+  return v
+end
+
+---Iterator for `for item in q:iter() do ... end`: gets items as get()
+---does, waiting while the queue is empty, until the queue is shut down and
+---empty; then the loop ends (no error). A cancellation while waiting
+---propagates. A nil item would end the loop: do not put nil.
+---@async
+---@return fun(q: lunio.Queue): any
+---@return lunio.Queue
+function Queue:iter()
+  return q_next, self
 end
 
 ---Marks one item got earlier as processed (for join()). Raises

@@ -1,9 +1,15 @@
 --- lunio.util: small helpers shared by lunio's Lua modules (not public API).
 local core = require "lunio.core"
 
-local type, getmetatable, error = type, getmetatable, error
+local type, getmetatable, error, pcall = type, getmetatable, error, pcall
+local tostring = tostring
 
 local util = {}
+
+---Tasks inside which `lunio.run(fn, ...)` calls `fn(...)` in place instead
+---of raising: the `lunio` command's main task (cli.lua marks it), so that a
+---script written for `lua5.4` runs unchanged under `lunio`. Weak keys.
+util.run_in_place = setmetatable({}, { __mode = "k" })
 
 ---True for functions and values whose metatable has `__call`.
 ---@param v any
@@ -26,6 +32,48 @@ function util.running_task(fname, level)
       .. "or lunio.create_task)"):format(fname), (level or 2) + 1)
   end
   return task
+end
+
+local function format_table(err)
+  if core.is_error(err) then return tostring(err) end -- "kind: message" + traceback
+  local s
+  local mt = getmetatable(err)
+  if type(mt) == "table" and mt.__tostring ~= nil then
+    s = tostring(err)
+  else
+    local kind, message = err.kind, err.message
+    if type(kind) == "string" and type(message) == "string" then
+      s = kind .. ": " .. message
+    elseif type(message) == "string" then
+      s = message
+    else
+      s = tostring(err)
+    end
+  end
+  local tb = err.traceback
+  if type(tb) == "string" and tb ~= "" and not s:find(tb, 1, true) then
+    s = s .. "\n" .. tb
+  end
+  return s
+end
+
+---Formats an error value for people, the one formatter of lunio's Lua side:
+---strings as they are; lunio errors by their `__tostring` (`kind: message`
+---and the traceback they carry); other tables with a `__tostring` by it, and
+---without one as `kind: message` (or `message`) when those are strings,
+---each followed by the table's `.traceback` string if it has one; other
+---values with `tostring`. Never raises.
+---@param err any
+---@return string
+function util.format_error(err)
+  if type(err) ~= "table" then
+    local ok, s = pcall(tostring, err)
+    return ok and s or ("(%s error value)"):format(type(err))
+  end
+  local ok, s = pcall(format_table, err)
+  if ok and type(s) == "string" then return s end
+  return "(error object that cannot be printed: "
+    .. (type(s) == "string" and s or type(s)) .. ")"
 end
 
 return util

@@ -1,0 +1,164 @@
+-- Every script in examples/ and the README's main example run unchanged in
+-- both ways a user may start them: `lua5.4 file` (the script calls
+-- lunio.run) and the `lunio` command (where lunio.run runs its function in
+-- place, inside the command's main task). Both must print the same and
+-- exit with the same status. A new example without a case here fails.
+local h = require "helper"
+local nginx = require "support.nginx"
+
+local function lines(s)
+  local t = {}
+  for l in s:gmatch("[^\n]+") do t[#t + 1] = l end
+  return t
+end
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Runs `script args...` both ways; returns {out=, err=, code=} for each.
+local function both(script, args, opts)
+  local a, b = {}, {}
+  a.out, a.err, a.code = h.lua(script, args, opts)
+  local argv = { script }
+  for _, v in ipairs(args or {}) do argv[#argv + 1] = v end
+  b.out, b.err, b.code = h.lunio(argv, opts)
+  return a, b
+end
+
+-- The cases: script -> function(srv) returning a list of runs, each
+-- {args, check(out, err, code)}; `check` sees the lua5.4 run, and the
+-- lunio run must print the same (unless `same = false`, for output with
+-- timings, where `check` sees both).
+local cases = {}
+
+cases["examples/hello.lua"] = function()
+  return { { {}, function(out, err, code)
+    assert.equal(0, code, err)
+    assert.equal("Hello, world!\n", out)
+  end } }
+end
+
+cases["examples/three_ways.lua"] = function()
+  return { { {}, function(out, err, code)
+    assert.equal(0, code, err)
+    local l = lines(out)
+    assert.equal(4, #l, out)
+    assert.equal("done: greet, anonymous, greeter", l[4])
+  end } }
+end
+
+cases["examples/pipeline.lua"] = function()
+  return {
+    { {}, function(out, err, code)
+      assert.equal(0, code, err)
+      assert.equal("collected 20 squares, sum 2870", lines(out)[2])
+    end },
+    -- which worker gets item 7 depends on timing: compare the shape
+    { { "--fail-at", "7" }, function(out, _, code)
+      assert.equal(1, code)
+      local l = lines(out)
+      assert.equal("pipeline failed: 1 error(s)", l[1])
+      assert.matches("^  bad_item: worker %d+ cannot square 7$", l[2])
+    end, same = false },
+  }
+end
+
+cases["examples/rate_limited.lua"] = function()
+  return { { {}, function(out, err, code)
+    assert.equal(0, code, err)
+    assert.equal("9 ok, 3 timed out, 0 cancelled; at most 3 at a time (limit 3)",
+      lines(out)[13])
+  end } }
+end
+
+cases["examples/fetch_url.lua"] = function(srv)
+  return {
+    { { srv:url("/small.txt") }, function(out, err, code)
+      assert.equal(0, code, err)
+      assert.equal(read(srv.www .. "/small.txt"), out)
+    end },
+    { { "http://127.0.0.1:1/" }, function(out, err, code)
+      assert.equal(1, code)
+      assert.equal("", out)
+      assert.matches("^fetch_url: connect: ", err)
+    end },
+  }
+end
+
+cases["examples/fetch_many.lua"] = function(srv)
+  return { { { "--quiet", "-c", "4", "--base", srv:url(""), "--path", "/small.txt:10",
+    "--path", "/status/404:2" }, function(out, err, code)
+    assert.equal(0, code, err) -- a 404 is a response, not a failure
+    local l = lines(out)
+    assert.equal("requests: 12 (0 failed)", l[1])
+    assert.equal("statuses: 200: 10, 404: 2", l[2])
+    assert.equal("bytes:    10262 (10.0 KiB)", l[3]) -- 10 x 1024 + 2 x "status 404\n"
+  end, same = false } }
+end
+
+describe("every example runs under lua5.4 and under the lunio command", function()
+  local srv
+
+  setup(function()
+    srv = nginx.start()
+  end)
+
+  teardown(function()
+    if srv then srv:stop() end
+  end)
+
+  it("has a case for each script in examples/", function()
+    local p = assert(io.popen("ls examples/*.lua"))
+    local missing = {}
+    for path in p:lines() do
+      if not cases[path] then missing[#missing + 1] = path end
+    end
+    p:close()
+    assert.same({}, missing)
+  end)
+
+  local names = {}
+  for name in pairs(cases) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    it(name, function()
+      for _, run in ipairs(cases[name](srv)) do
+        local plain, cmd = both(name, run[1])
+        run[2](plain.out, plain.err, plain.code)
+        if run.same == false then
+          run[2](cmd.out, cmd.err, cmd.code)
+        else
+          assert.equal(plain.out, cmd.out)
+          assert.equal(plain.err, cmd.err)
+          assert.equal(plain.code, cmd.code)
+        end
+      end
+    end)
+  end
+
+  it("README.md's main example", function()
+    local readme = read("README.md")
+    local code = readme:match("```lua\n(.-)```")
+    assert.is_truthy(code, "no ```lua block in README.md")
+    -- the example fetches from a local server on 8080: use the fixture's
+    local base = "http://127.0.0.1:8080/"
+    assert.is_truthy(code:find(base, 1, true))
+    code = code:gsub(base:gsub("%p", "%%%0"), srv:url("/"))
+    local script = os.tmpname() .. ".lua"
+    local f = assert(io.open(script, "w"))
+    f:write(code)
+    f:close()
+    local plain, cmd = both(script)
+    os.remove(script)
+    assert.equal(0, plain.code, plain.err)
+    assert.equal("", plain.err)
+    assert.equal("404\tslept\n", plain.out) -- /a does not exist on the fixture
+    assert.equal(plain.out, cmd.out)
+    assert.equal(plain.err, cmd.err)
+    assert.equal(0, cmd.code)
+  end)
+end)
