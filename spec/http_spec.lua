@@ -5,6 +5,7 @@ local lunio = require "lunio"
 local http = require "lunio.http"
 local nginx = require "support.nginx"
 local bad_server = require "support.bad_server"
+local h = require "helper"
 
 local async = lunio.testing.async
 
@@ -723,6 +724,30 @@ describe("lunio.http", function()
       assert.equal(srv:url("/slow"), err.url)
       assert.equal(28, err.curl_code)
       assert.is_true(lunio.now() - t0 < 2)
+    end))
+
+    it("ends a transfer that stalls mid-body after idle_timeout", async(function()
+      local t0 = lunio.now()
+      local err = raises("timeout", http.get, srv:url("/stall"), { idle_timeout = 1 })
+      assert.equal(28, err.curl_code)
+      local took = lunio.now() - t0
+      assert.is_true(took >= 1 and took < 8, "took " .. took)
+    end, { timeout = 12 }))
+
+    it("does not cut a slow download that keeps moving", async(function()
+      local r = http.get(srv:url("/trickle"), { idle_timeout = 1 })
+      assert.equal(200, r.status)
+      assert.matches("trickle done", r.body, 1, true)
+    end, { timeout = 8 }))
+
+    it("validates idle_timeout; false turns it off", async(function()
+      assert.matches("idle_timeout must be a positive number",
+        h.errmsg(http.get, srv:url("/small.txt"), { idle_timeout = -1 }))
+      assert.matches("idle_timeout must be a positive number",
+        h.errmsg(http.get, srv:url("/small.txt"), { idle_timeout = "x" }))
+      assert.equal(200, http.get(srv:url("/small.txt"), { idle_timeout = false }).status)
+      local s <close> = http.Session({ idle_timeout = 5 })
+      assert.equal(200, s:get(srv:url("/small.txt")).status)
     end))
 
     it("reports a refused connection (kind connect)", async(function()
