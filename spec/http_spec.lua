@@ -5,7 +5,7 @@ local lunio = require "lunio"
 local http = require "lunio.http"
 local nginx = require "support.nginx"
 local bad_server = require "support.bad_server"
-local h = require "helper"
+local helper = require "helper"
 
 local async = lunio.testing.async
 
@@ -742,9 +742,9 @@ describe("lunio.http", function()
 
     it("validates idle_timeout; false turns it off", async(function()
       assert.matches("idle_timeout must be a positive number",
-        h.errmsg(http.get, srv:url("/small.txt"), { idle_timeout = -1 }))
+        helper.errmsg(http.get, srv:url("/small.txt"), { idle_timeout = -1 }))
       assert.matches("idle_timeout must be a positive number",
-        h.errmsg(http.get, srv:url("/small.txt"), { idle_timeout = "x" }))
+        helper.errmsg(http.get, srv:url("/small.txt"), { idle_timeout = "x" }))
       assert.equal(200, http.get(srv:url("/small.txt"), { idle_timeout = false }).status)
       local s <close> = http.Session({ idle_timeout = 5 })
       assert.equal(200, s:get(srv:url("/small.txt")).status)
