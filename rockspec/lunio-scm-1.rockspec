@@ -45,7 +45,8 @@ build = {
     ["lunio.core"] = {
       sources = {
         "src/clock.c", "src/core.c", "src/coro.c", "src/dns.c",
-        "src/errors.c", "src/http.c", "src/loop.c", "src/req.c",
+        "src/errors.c", "src/http.c", "src/join.c", "src/loop.c",
+        "src/req.c",
         "src/resource.c", "src/sched.c", "src/task.c",
       },
       defines = { "_GNU_SOURCE" },

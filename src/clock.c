@@ -49,7 +49,7 @@ double lunio__time(lunio_loop *loop) {
 
 static int before(const lunio_task *a, const lunio_task *b) {
   /* Equal deadlines keep creation order for fairness. */
-  return a->when < b->when || (a->when == b->when && a->id < b->id);
+  return a->u.when < b->u.when || (a->u.when == b->u.when && a->id < b->id);
 }
 
 static void place(lunio_heap *h, uint32_t i, lunio_task *t) {

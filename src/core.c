@@ -70,6 +70,7 @@ LUNIO_API int luaopen_lunio_core(lua_State *L) {
   luaopen_lunio_errors(L);
   luaopen_lunio_loop(L);
   luaopen_lunio_task(L);
+  lunio__open_join(L);
   lunio__open_coroutine(L);
   lua_setfield(L, -2, "coroutine");
   lunio__open_http(L);

@@ -90,20 +90,46 @@ enum {
  */
 typedef void (*lunio_cancel_fn)(lunio_task *t, void *data);
 
+/* What a suspended task waits on (lunio_task.wait), which says which
+ * member of lunio_task.u is in use. */
+enum {
+  LUNIO_WAIT_NONE,  /* nothing C knows about (core.park, sleep(0)) */
+  LUNIO_WAIT_TIMER, /* u.when: in the timer heap */
+  LUNIO_WAIT_TASK,  /* u.awaiting: awaiting a task or future */
+  LUNIO_WAIT_IO     /* u.io: parked on C-level I/O by lunio__park_c */
+};
+
+/* Something other than a task that waits for tasks to finish (a Join).
+ * lunio__finish calls done() in Lua context with the finished task's
+ * userdata at index ud. */
+typedef struct lunio_waiter lunio_waiter;
+struct lunio_waiter {
+  void (*done)(lua_State *L, lunio_waiter *w, lunio_task *t, int ud);
+};
+
 struct lunio_task {
-  lunio_loop *loop;     /* NULL once its loop was torn down (t is done then) */
-  lua_State *co;        /* the task's coroutine while it runs */
-  lunio_task *awaiting; /* task/future this one awaits (for cancel) */
-  lunio_cancel_fn on_cancel; /* set while parked on C-level I/O */
-  void *cancel_data;
-  double when;       /* deadline while in the timer heap */
+  lunio_loop *loop; /* NULL once its loop was torn down (t is done then) */
+  lua_State *co;    /* the task's coroutine while it runs */
+  union {
+    double when;          /* handles too: the deadline while in the heap */
+    lunio_task *awaiting; /* LUNIO_WAIT_TASK */
+    struct {
+      lunio_cancel_fn fn; /* LUNIO_WAIT_IO: called when it is cancelled */
+      void *data;
+    } io;
+  } u;
+  /* Who waits for this one to finish, without a Lua table: a task (its
+   * pointer), a lunio_waiter (pointer | 1), or nobody (0). Any further
+   * waiter goes to the loop's waiters table (LUNIO_F_HAS_WAITERS). */
+  uintptr_t waiter;
   uint32_t heap_idx; /* 1-based position in the timer heap, 0 = none */
   uint32_t slot;     /* 1-based position in the loop's pending array */
   uint32_t id;
   uint16_t nwake; /* values waiting on co's stack for the resume */
+  uint16_t flags;
   uint8_t state;
   uint8_t kind;
-  uint16_t flags;
+  uint8_t wait; /* LUNIO_WAIT_* while suspended */
 };
 
 /* Bits of lunio_loop.events: things noticed inside libuv callbacks (or a
@@ -279,10 +305,24 @@ void lunio__wake(lua_State *L, lunio_task *t, int n, int error);
  * the task parked. */
 int lunio__park_c(lua_State *L, lunio_task *t, lunio_cancel_fn on_cancel,
                   void *data, lua_KContext ctx, lua_KFunction k);
-/* lunio__park_c without the check for a pending cancellation (a task that
- * passed its cancellation on and waits for the target to finish). */
-int lunio__suspend(lua_State *L, lunio_task *t, lunio_cancel_fn on_cancel,
-                   void *data, lua_KContext ctx, lua_KFunction k);
+/* Suspend the running task t until the task or future `target` finishes
+ * (or t is cancelled: the cancel is passed on to target, see
+ * lunio__cancel). With check_cancel, a pending cancellation is raised
+ * first. k as for lunio__park_c. */
+int lunio__park_task(lua_State *L, lunio_task *t, lunio_task *target,
+                     int check_cancel, lua_KContext ctx, lua_KFunction k);
+/* Suspend the running task t until lunio__wake, with no C-level hook (the
+ * building block of core.park and Join:wait). */
+int lunio__park_plain(lua_State *L, lunio_task *t, lua_KContext ctx,
+                      lua_KFunction k);
+/* Register w as a waiter of the not-done task/future t (its userdata at
+ * idx): the slot if free, else the loop's waiters table (w's userdata at
+ * w_idx is then stored there and called as fn(w, t) soon after t ends). */
+void lunio__add_waiter(lua_State *L, lunio_task *t, int idx, uintptr_t waiter,
+                       int w_idx);
+/* Append the value at w_idx to the waiters table entry of t (userdata at
+ * idx): a task, or a callable called as fn(t) soon after t ends. */
+void lunio__add_waiter_value(lua_State *L, lunio_task *t, int idx, int w_idx);
 /* In a continuation of lunio__park_c: raises the cancellation error when
  * the task was cancelled while parked (on_cancel ran) or after it was woken
  * (on_cancel did not run: release what the finished operation holds before
@@ -448,6 +488,10 @@ int luaopen_lunio_loop(lua_State *L); /* registers Loop/Handle types */
 /* ---- task.c ---------------------------------------------------------- */
 
 int luaopen_lunio_task(lua_State *L); /* registers Task/Future types */
+
+/* ---- join.c ---------------------------------------------------------- */
+
+void lunio__open_join(lua_State *L); /* Join type; adds core.join */
 
 /* ---- coro.c ---------------------------------------------------------- */
 

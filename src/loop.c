@@ -88,7 +88,7 @@ static int handle_cancelled(lua_State *L) {
 static int handle_when(lua_State *L) {
   lunio_task *h = check_handle(L, 1);
   if (h->heap_idx)
-    lua_pushnumber(L, h->when);
+    lua_pushnumber(L, h->u.when);
   else
     lua_pushnil(L);
   return 1;

@@ -391,7 +391,7 @@ static void run_timers(lunio_loop *loop) {
   if (loop->heap.len == 0)
     return;
   now = lunio__time(loop);
-  while ((t = lunio__heap_peek(&loop->heap)) != NULL && t->when <= now) {
+  while ((t = lunio__heap_peek(&loop->heap)) != NULL && t->u.when <= now) {
     lunio__heap_remove(&loop->heap, t);
     if (t->kind == LUNIO_KIND_HANDLE)
       lunio__ready_push(loop, t);
@@ -418,25 +418,25 @@ void lunio__on_timer(uv_timer_t *timer) {
 static void arm_timer(lunio_loop *loop) {
   lunio_task *first = lunio__heap_peek(&loop->heap);
   double due_ms;
-  if (first == NULL || first->when == HUGE_VAL) {
+  if (first == NULL || first->u.when == HUGE_VAL) {
     if (loop->armed >= 0) {
       uv_timer_stop(&loop->timer);
       loop->armed = -1;
     }
     return;
   }
-  if (first->when == loop->armed)
+  if (first->u.when == loop->armed)
     return;
   if (loop->virtual_time) /* only while I/O runs the clock at real speed */
-    due_ms = (first->when - lunio__time(loop)) * 1000.0;
+    due_ms = (first->u.when - lunio__time(loop)) * 1000.0;
   else
     due_ms =
-        (first->when - loop->vt_offset) * 1000.0 - (double)uv_now(&loop->uv);
+        (first->u.when - loop->vt_offset) * 1000.0 - (double)uv_now(&loop->uv);
   if (due_ms > 1e15) /* about 30,000 years */
     due_ms = 1e15;
   uv_timer_start(&loop->timer, lunio__on_timer,
                  due_ms <= 0 ? 0 : (uint64_t)ceil(due_ms), 0);
-  loop->armed = first->when;
+  loop->armed = first->u.when;
 }
 
 /* ---- handles (call_soon / call_later / call_at) ------------------------ */
@@ -472,7 +472,7 @@ lunio_task *lunio__new_handle(lua_State *L, lunio_loop *loop, int fn,
   if (when < 0)
     lunio__ready_push(loop, h);
   else {
-    h->when = when;
+    h->u.when = when;
     if (lunio__heap_push(&loop->heap, h) != 0) {
       lunio__unanchor(L, loop, h);
       luaL_error(L, "not enough memory");
@@ -634,7 +634,8 @@ static void notify_waiters(lua_State *L, lunio_task *t, int ud) {
     lua_rawgeti(L, list, i);
     w = lunio__to_awaitable(L, -1);
     if (w != NULL) {
-      if (w->state == LUNIO_SUSPENDED && w->awaiting == t)
+      if (w->state == LUNIO_SUSPENDED && w->wait == LUNIO_WAIT_TASK &&
+          w->u.awaiting == t)
         lunio__wake(L, w, 0, 0);
       lua_pop(L, 1);
     } else if (!loop->closing) {
@@ -672,8 +673,7 @@ void lunio__finish(lua_State *L, lunio_task *t, int state, int n) {
   }
   t->state = (uint8_t)state;
   t->co = NULL;
-  t->awaiting = NULL;
-  t->on_cancel = NULL;
+  t->wait = LUNIO_WAIT_NONE;
   if (t->flags & LUNIO_F_MUST_CANCEL) {
     t->flags &= ~LUNIO_F_MUST_CANCEL;
     push_cancel(L, loop, ud, 1);
@@ -687,6 +687,25 @@ void lunio__finish(lua_State *L, lunio_task *t, int state, int n) {
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
+  if (t->slot)
+    lunio__unanchor(L, loop, t);
+  /* Waiters first: a join that consumes errors marks this one retrieved,
+   * so it need not be listed as failed. */
+  if (t->waiter != 0) {
+    uintptr_t w = t->waiter;
+    t->waiter = 0;
+    if (w & 1) {
+      lunio_waiter *jw = (lunio_waiter *)(w & ~(uintptr_t)1);
+      jw->done(L, jw, t, ud);
+    } else {
+      lunio_task *a = (lunio_task *)w;
+      if (a->state == LUNIO_SUSPENDED && a->wait == LUNIO_WAIT_TASK &&
+          a->u.awaiting == t)
+        lunio__wake(L, a, 0, 0);
+    }
+  }
+  if (t->flags & LUNIO_F_HAS_WAITERS)
+    notify_waiters(L, t, ud);
   if (state == LUNIO_DONE_ERROR && t->kind == LUNIO_KIND_TASK &&
       !(t->flags & LUNIO_F_RETRIEVED)) {
     luaL_setmetatable(L, LUNIO_FAILED_TASK_MT);
@@ -696,10 +715,6 @@ void lunio__finish(lua_State *L, lunio_task *t, int state, int n) {
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
-  if (t->slot)
-    lunio__unanchor(L, loop, t);
-  if (t->flags & LUNIO_F_HAS_WAITERS)
-    notify_waiters(L, t, ud);
   lua_settop(L, ud - 1);
 }
 
@@ -986,9 +1001,7 @@ void lunio__wake(lua_State *L, lunio_task *t, int n, int error) {
   if (t->heap_idx)
     lunio__heap_remove(&loop->heap, t);
   t->flags &= ~LUNIO_F_LUAPARK;
-  t->awaiting = NULL;
-  t->on_cancel = NULL;
-  t->cancel_data = NULL;
+  t->wait = LUNIO_WAIT_NONE;
   t->state = LUNIO_READY;
   lunio__ready_push(loop, t);
 }
@@ -1044,6 +1057,20 @@ static int park_c_k(lua_State *L, int status, lua_KContext base) {
   return k(L, status, kctx);
 }
 
+/* Yields the running task t (already marked with what it waits on) until
+ * the scheduler resumes it: k and its ctx and t ride on the stack for
+ * park_c_k. */
+static int suspend(lua_State *L, lunio_task *t, lua_KContext ctx,
+                   lua_KFunction k) {
+  luaL_checkstack(L, 3, NULL);
+  lua_pushcfunction(L, (lua_CFunction)(void (*)(void))k);
+  lua_pushinteger(L, (lua_Integer)ctx);
+  lua_pushlightuserdata(L, t);
+  t->state = LUNIO_SUSPENDED;
+  t->loop->awaited = 1;
+  return lua_yieldk(L, 0, (lua_KContext)lua_gettop(L), park_c_k);
+}
+
 int lunio__park_c(lua_State *L, lunio_task *t, lunio_cancel_fn on_cancel,
                   void *data, lua_KContext ctx, lua_KFunction k) {
   if (t->flags & LUNIO_F_MUST_CANCEL) {
@@ -1051,20 +1078,59 @@ int lunio__park_c(lua_State *L, lunio_task *t, lunio_cancel_fn on_cancel,
       on_cancel(t, data);
     return deliver_cancel(L, t);
   }
-  return lunio__suspend(L, t, on_cancel, data, ctx, k);
+  if (on_cancel != NULL) {
+    t->wait = LUNIO_WAIT_IO;
+    t->u.io.fn = on_cancel;
+    t->u.io.data = data;
+  } else
+    t->wait = LUNIO_WAIT_NONE;
+  return suspend(L, t, ctx, k);
 }
 
-int lunio__suspend(lua_State *L, lunio_task *t, lunio_cancel_fn on_cancel,
-                   void *data, lua_KContext ctx, lua_KFunction k) {
-  luaL_checkstack(L, 3, NULL);
-  lua_pushcfunction(L, (lua_CFunction)(void (*)(void))k);
-  lua_pushinteger(L, (lua_Integer)ctx);
-  lua_pushlightuserdata(L, t);
-  t->state = LUNIO_SUSPENDED;
-  t->on_cancel = on_cancel;
-  t->cancel_data = data;
-  t->loop->awaited = 1;
-  return lua_yieldk(L, 0, (lua_KContext)lua_gettop(L), park_c_k);
+int lunio__park_task(lua_State *L, lunio_task *t, lunio_task *target,
+                     int check_cancel, lua_KContext ctx, lua_KFunction k) {
+  if (check_cancel && (t->flags & LUNIO_F_MUST_CANCEL))
+    return deliver_cancel(L, t);
+  t->wait = LUNIO_WAIT_TASK;
+  t->u.awaiting = target;
+  return suspend(L, t, ctx, k);
+}
+
+int lunio__park_plain(lua_State *L, lunio_task *t, lua_KContext ctx,
+                      lua_KFunction k) {
+  t->wait = LUNIO_WAIT_NONE;
+  return suspend(L, t, ctx, k);
+}
+
+void lunio__add_waiter(lua_State *L, lunio_task *t, int idx, uintptr_t waiter,
+                       int w_idx) {
+  /* The slot holds the first waiter only, so that waiters are told in the
+   * order they came. */
+  if (t->waiter == 0 && !(t->flags & LUNIO_F_HAS_WAITERS))
+    t->waiter = waiter;
+  else
+    lunio__add_waiter_value(L, t, idx, w_idx);
+}
+
+void lunio__add_waiter_value(lua_State *L, lunio_task *t, int idx, int w_idx) {
+  lunio_loop *loop = t->loop;
+  int n;
+  idx = lua_absindex(L, idx);
+  w_idx = lua_absindex(L, w_idx);
+  lunio__push_loop_field(L, loop, LUNIO_LT_WAITERS);
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, -2) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_createtable(L, 2, 0);
+    lua_pushvalue(L, idx);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+  }
+  n = (int)lua_rawlen(L, -1);
+  lua_pushvalue(L, w_idx);
+  lua_rawseti(L, -2, n + 1);
+  lua_pop(L, 2);
+  t->flags |= LUNIO_F_HAS_WAITERS;
 }
 
 void lunio__resumed(lua_State *L, lunio_task *t) {
@@ -1126,7 +1192,7 @@ int lunio__cancel(lua_State *L, int idx) {
     store_cancel(L, t->loop, ud);
     return 1;
   }
-  if (t->awaiting != NULL && !LUNIO_IS_DONE(t->awaiting)) {
+  if (t->wait == LUNIO_WAIT_TASK && !LUNIO_IS_DONE(t->u.awaiting)) {
     /* Awaiting a task/future: the awaiter cancels it from its await
      * continuation (which holds the target) and keeps waiting for it. */
     t->flags |= LUNIO_F_MUST_CANCEL | LUNIO_F_DELEGATE;
@@ -1134,8 +1200,8 @@ int lunio__cancel(lua_State *L, int idx) {
     lunio__wake(L, t, 0, 0);
     return 1;
   }
-  if (t->on_cancel)
-    t->on_cancel(t, t->cancel_data);
+  if (t->wait == LUNIO_WAIT_IO)
+    t->u.io.fn(t, t->u.io.data);
   lunio__wake(L, t, 1, 1);
   return 1;
 }
@@ -1256,7 +1322,7 @@ static void run_uv(lunio_loop *loop, uv_run_mode mode) {
  * flight, or a libuv handle or request that keeps the loop alive. */
 static int can_wake(lunio_loop *loop) {
   lunio_task *first = lunio__heap_peek(&loop->heap);
-  if (first != NULL && first->when < HUGE_VAL)
+  if (first != NULL && first->u.when < HUGE_VAL)
     return 1;
   return loop->io_pending > 0 || uv_loop_alive(&loop->uv);
 }
@@ -1342,10 +1408,10 @@ static int tick(lua_State *L, lunio_loop *loop) {
     lunio_task *first = lunio__heap_peek(&loop->heap);
     uv_timer_stop(&loop->timer);
     loop->armed = -1;
-    if (first != NULL && first->when < HUGE_VAL) {
+    if (first != NULL && first->u.when < HUGE_VAL) {
       /* Autojump: everything waits on time only, skip to the deadline. */
-      if (first->when > loop->vt_offset)
-        loop->vt_offset = first->when;
+      if (first->u.when > loop->vt_offset)
+        loop->vt_offset = first->u.when;
       run_uv(loop, UV_RUN_NOWAIT);
       run_timers(loop);
       return 0;
@@ -1438,13 +1504,13 @@ void lunio__drive(lua_State *L, lunio_loop *loop, lunio_task *main) {
  * running anything, and detaches it from its loop. */
 static void settle_top(lua_State *L, lunio_loop *loop) {
   lunio_task *t = lua_touserdata(L, -1);
-  if (t->state == LUNIO_SUSPENDED && t->on_cancel != NULL)
-    t->on_cancel(t, t->cancel_data); /* detach it from its I/O */
+  if (t->state == LUNIO_SUSPENDED && t->wait == LUNIO_WAIT_IO)
+    t->u.io.fn(t, t->u.io.data); /* detach it from its I/O */
   lunio__heap_remove(&loop->heap, t);
   t->slot = 0;
   t->co = NULL;
-  t->awaiting = NULL;
-  t->on_cancel = NULL;
+  t->wait = LUNIO_WAIT_NONE;
+  t->waiter = 0;
   t->state = LUNIO_DONE_CANCELLED;
   t->flags |= LUNIO_F_RETRIEVED;
   t->flags &= ~(LUNIO_F_MULTI | LUNIO_F_NORESULT | LUNIO_F_MUST_CANCEL |

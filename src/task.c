@@ -91,16 +91,17 @@ static int core_sleep(lua_State *L) {
     return lua_error(L);
   }
   if (s > 0) {
-    t->when = lunio__deadline(lunio__time(t->loop), s);
+    t->u.when = lunio__deadline(lunio__time(t->loop), s);
     if (lunio__heap_push(&t->loop->heap, t) != 0)
       return luaL_error(L, "not enough memory");
     t->state = LUNIO_SUSPENDED;
+    t->wait = LUNIO_WAIT_TIMER;
   } else { /* sleep(0): go to the back of the ready queue */
     t->state = LUNIO_READY;
+    t->wait = LUNIO_WAIT_NONE;
     t->nwake = 0;
     lunio__ready_push(t->loop, t);
   }
-  t->on_cancel = NULL;
   t->loop->awaited = 1;
   return lua_yieldk(L, 0, (lua_KContext)t, base == 2 ? sleep_value_k : sleep_k);
 }
@@ -145,7 +146,7 @@ static int core_park(lua_State *L) {
   }
   t->flags |= LUNIO_F_LUAPARK;
   t->state = LUNIO_SUSPENDED;
-  t->on_cancel = NULL;
+  t->wait = LUNIO_WAIT_NONE;
   t->loop->awaited = 1;
   return lua_yieldk(L, 0, (lua_KContext)t, park_k);
 }
@@ -300,10 +301,8 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
       lunio__error_new(L, "cancelled", "task cancelled");
     }
     lunio__cancel(L, 1);
-    if (!LUNIO_IS_DONE(target)) { /* wait for it to finish cancelling */
-      t->awaiting = target;
-      return lunio__suspend(L, t, NULL, NULL, ctx, await_k);
-    }
+    if (!LUNIO_IS_DONE(target)) /* wait for it to finish cancelling */
+      return lunio__park_task(L, t, target, 0, ctx, await_k);
   }
   lua_settop(L, 1);
   if (t->flags & LUNIO_F_MUST_CANCEL) {
@@ -323,25 +322,6 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
   return lunio__push_results(L, 1);
 }
 
-static void add_waiter(lua_State *L, lunio_task *target, int ud) {
-  lunio_loop *loop = target->loop;
-  int n;
-  lunio__push_loop_field(L, loop, LUNIO_LT_WAITERS);
-  lua_pushvalue(L, ud);
-  if (lua_rawget(L, -2) == LUA_TNIL) {
-    lua_pop(L, 1);
-    lua_createtable(L, 2, 0);
-    lua_pushvalue(L, ud);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, -4);
-  }
-  n = (int)lua_rawlen(L, -1);
-  lua_pushvalue(L, -3); /* the waiter (task or function) */
-  lua_rawseti(L, -2, n + 1);
-  lua_pop(L, 3);
-  target->flags |= LUNIO_F_HAS_WAITERS;
-}
-
 /* task:await() / future:await() -> results */
 static int task_await(lua_State *L) {
   lunio_task *target = lunio__check_awaitable(L, 1), *t;
@@ -353,10 +333,14 @@ static int task_await(lua_State *L) {
     return luaL_error(L, "a task cannot await itself");
   if (target->loop != t->loop)
     return luaL_error(L, "cannot await a task of another loop");
-  lunio__push_anchored(L, t->loop, t);
-  add_waiter(L, target, 1);
-  t->awaiting = target;
-  return lunio__park_c(L, t, NULL, NULL, (lua_KContext)t, await_k);
+  if (target->waiter == 0 && !(target->flags & LUNIO_F_HAS_WAITERS))
+    target->waiter = (uintptr_t)t; /* the common case: no table */
+  else {
+    lunio__push_anchored(L, t->loop, t);
+    lunio__add_waiter(L, target, 1, (uintptr_t)t, -1);
+    lua_pop(L, 1);
+  }
+  return lunio__park_task(L, t, target, 1, (lua_KContext)t, await_k);
 }
 
 /* task:cancel([msg]) -> boolean */
@@ -412,7 +396,7 @@ static int task_add_done_callback(lua_State *L) {
     lunio__call_soon(L, lunio__target_loop(L), 1);
     return 0;
   }
-  add_waiter(L, t, 1);
+  lunio__add_waiter_value(L, t, 1, 2); /* callbacks: always the table */
   return 0;
 }
 

@@ -4,11 +4,13 @@
 -- init.lua merges the table this module returns into `lunio` on first use.
 --
 -- Everything here is built on the core's primitives: Task:await (which
--- already cancels what it awaits when the awaiting task is cancelled),
--- done callbacks, park()/wake() and timer handles. A waiting task parks
--- once and is woken by a done callback or a timer, never by polling; every
--- timer handle is cancelled when the call that made it returns or raises,
--- so no handle outlives its scope.
+-- already cancels what it awaits when the awaiting task is cancelled), the
+-- Join (core.join: one C waiter for many tasks, registered in each task's
+-- waiter slot, so waiting on N tasks costs one array entry per task and no
+-- closure, table or callback per task), park()/wake() and timer handles.
+-- A waiting task parks once and is woken by the Join or a timer, never by
+-- polling; every timer handle is cancelled when the call that made it
+-- returns or raises, so no handle outlives its scope.
 --
 -- Cancellations are recognised by identity: each timeout scope and task
 -- group cancels with an error object of its own (core.cancel_with) and
@@ -18,7 +20,8 @@
 local core = require "lunio.core"
 local util = require "lunio.util"
 
-local park, wake, current, spawn = core.park, core.wake, core.current, core.spawn
+local wake, current, spawn = core.wake, core.current, core.spawn
+local join = core.join
 local cancel_with, uncancel = core.cancel_with, core.uncancel
 local new_error, is_error = core.new_error, core.is_error
 local running_loop = core.running_loop
@@ -68,23 +71,6 @@ local function check_seconds(s, n, fname)
   end
 end
 
--- Converts each element of list[1..n] (Tasks, Futures, callables).
-local function convert_list(list, n, argn, fname)
-  local out = {}
-  for i = 1, n do
-    local v = list[i]
-    if is_awaitable(v) then
-      out[i] = v
-    elseif is_callable(v) then
-      out[i] = spawn(v)
-    else
-      argerror(argn, fname, ("element %d is not a Task, Future or function (%s)")
-        :format(i, type(v)), 3)
-    end
-  end
-  return out
-end
-
 local function list_length(list)
   local n = list.n
   if type(n) == "number" then return n end
@@ -100,84 +86,42 @@ end
 -- ---------------------------------------------------------------------------
 -- gather
 
--- Waits for every awaitable of `tasks`; returns the list of first results
--- (errors in place when return_errors). Raises the first error otherwise.
-local function gather_list(tasks, n, return_errors)
-  local results = { n = n }
-  local where = {}        -- task -> index, or list of indices if repeated
-  local remaining = 0     -- positions not settled
-  local failed, failure   -- first error (not return_errors)
-  local waiting, caller = false, nil
-  local cancelling = false
-
-  local function settle(i, t)
-    remaining = remaining - 1
-    local st = t:state()
-    if st == "done" then
-      results[i] = (t:result())
-    else
-      local err = t:error()
-      if return_errors then
-        results[i] = err
-      elseif not failed then
-        failed, failure = true, err
-      end
-    end
-  end
-
-  local function on_done(t)
-    local w = where[t]
-    if type(w) == "table" then
-      for k = 1, #w do settle(w[k], t) end
-    else
-      settle(w, t)
-    end
-    if waiting and (remaining == 0 or (failed and not cancelling)) then
-      waiting = false
-      wake(caller)
-    end
-  end
-
+-- Cancels every member of the join j that is not done with err, and waits
+-- until all of them are (the caller was cancelled: asyncio cancels what it
+-- waits for and lets it finish cancelling).
+local function cancel_members(j, err, fname)
+  local members, n = j:members(), j:size()
+  j:close()
   for i = 1, n do
-    local t = tasks[i]
-    if t:done() then
-      remaining = remaining + 1
-      settle(i, t)
-    else
-      remaining = remaining + 1
-      local w = where[t]
-      if w == nil then
-        where[t] = i
-        t:add_done_callback(on_done)
-      elseif type(w) == "table" then
-        w[#w + 1] = i
-      else
-        where[t] = { w, i }
-      end
-    end
+    local t = members[i]
+    if not t:done() then cancel_with(t, err) end
   end
+  local all = join(fname, "all", members, n)
+  while all:pending() > 0 do all:wait() end
+  all:close()
+end
 
-  if remaining > 0 and not failed then
-    caller = running_task("gather")
-    local cancel_err
-    while remaining > 0 and (cancelling or not failed) do
-      waiting = true
-      local ok, err = park()
-      waiting = false
-      if not ok then
-        -- The caller was cancelled: cancel every child, wait for them all,
-        -- then raise the caller's cancellation.
-        cancel_err = cancel_err or err
-        cancelling = true
-        for i = 1, n do
-          local t = tasks[i]
-          if not t:done() then cancel_with(t, err) end
-        end
-      end
-    end
-    if cancel_err ~= nil then error(cancel_err, 0) end
+-- Waits for the members of list[1..n] (Tasks, Futures, callables);
+-- returns the list of first results (errors in place when return_errors),
+-- or raises the first failure at once.
+local function gather_list(list, n, return_errors)
+  -- gather consumes its children's errors (asyncio does), so a join that
+  -- raised early lingers until the rest finish, retrieving theirs.
+  local j = join("gather", return_errors and "all" or "first_failure", list, n, true)
+  local ok, err = j:wait()
+  if not ok then
+    cancel_members(j, err, "gather")
+    error(err, 0)
   end
-  if failed then error(failure, 0) end
+  if not return_errors then
+    local failed = j:failed()
+    if failed then
+      j:close(true)
+      return failed:await() -- raises its error
+    end
+  end
+  local results = j:results(return_errors)
+  j:close()
   return results
 end
 
@@ -198,9 +142,8 @@ function M.gather(...)
     if opts ~= nil and type(opts) ~= "table" then
       argerror(2, "gather", "table expected, got " .. type(opts))
     end
-    local n = list_length(first)
-    local tasks = convert_list(first, n, 1, "gather")
-    return gather_list(tasks, n, opts ~= nil and opts.return_errors == true)
+    return gather_list(first, list_length(first),
+      opts ~= nil and opts.return_errors == true)
   end
   local tasks = {}
   for i = 1, nargs do
@@ -213,8 +156,8 @@ end
 -- ---------------------------------------------------------------------------
 -- wait
 
-local return_whens = {
-  all_completed = true, first_completed = true, first_error = true,
+local JOIN_MODES = {
+  all_completed = "all", first_completed = "any", first_error = "first_error",
 }
 
 ---Waits until the tasks of `list` are done (opts.return_when:
@@ -235,74 +178,25 @@ function M.wait(list, opts)
   opts = opts or {}
   local timeout, mode = opts.timeout, opts.return_when or "all_completed"
   check_seconds(timeout, 2, "wait")
-  if not return_whens[mode] then
+  if not JOIN_MODES[mode] then
     argerror(2, "wait", "return_when must be \"all_completed\", "
       .. "\"first_completed\" or \"first_error\"")
   end
-  local n = list_length(list)
-  local tasks = convert_list(list, n, 1, "wait")
-  -- distinct tasks, in order
-  local uniq, seen = {}, {}
-  for i = 1, n do
-    local t = tasks[i]
-    if not seen[t] then
-      seen[t] = true
-      uniq[#uniq + 1] = t
-    end
-  end
-  local left, any_done, any_failed = 0, false, false
-  for i = 1, #uniq do
-    local t = uniq[i]
-    if t:done() then
-      any_done = true
-      if t:state() == "failed" then any_failed = true end
-    else
-      left = left + 1
-    end
-  end
-
-  local function satisfied()
-    if left == 0 then return true end
-    if mode == "first_completed" then return any_done end
-    if mode == "first_error" then return any_failed end
-    return false
-  end
-
-  if not satisfied() and not (timeout and timeout <= 0) then
-    local caller = running_task("wait")
-    local waiting = false
-    local function on_done(t)
-      left = left - 1
-      any_done = true
-      if t:state() == "failed" then any_failed = true end
-      if waiting and satisfied() then
-        waiting = false
-        wake(caller)
-      end
-    end
-    local function on_timeout()
-      if waiting then
-        waiting = false
-        wake(caller)
-      end
-    end
-    for i = 1, #uniq do
-      if not uniq[i]:done() then uniq[i]:add_done_callback(on_done) end
-    end
-    local h = timeout and running_loop():call_later(timeout, on_timeout)
-    waiting = true
-    local ok, err = park()
-    waiting = false
+  local j = join("wait", JOIN_MODES[mode], list, list_length(list), false, true)
+  if not (timeout and timeout <= 0) then
+    local h = timeout and running_loop():call_later(timeout, wake, running_task("wait"))
+    local ok, err = j:wait()
     if h then h:cancel() end
-    for i = 1, #uniq do
-      if not uniq[i]:done() then uniq[i]:remove_done_callback(on_done) end
+    if not ok then
+      j:close()
+      error(err, 0)
     end
-    if not ok then error(err, 0) end
   end
-
+  j:close()
+  local members = j:members()
   local done, pending = {}, {}
-  for i = 1, #uniq do
-    local t = uniq[i]
+  for i = 1, j:size() do
+    local t = members[i]
     if t:done() then done[#done + 1] = t else pending[#pending + 1] = t end
   end
   return done, pending
@@ -383,8 +277,6 @@ end
 -- ---------------------------------------------------------------------------
 -- as_completed
 
-local TIMEOUT = {}
-
 ---Iterates over the tasks of `list` (Tasks, Futures or functions) in the
 ---order they finish: `for t in lunio.as_completed(list, 5) do ... end`.
 ---With `timeout`, raises an error of kind "timeout" when the next task is
@@ -398,80 +290,38 @@ function M.as_completed(list, timeout)
     argerror(1, "as_completed", "table expected, got " .. type(list))
   end
   check_seconds(timeout, 2, "as_completed")
-  local n = list_length(list)
-  local tasks = convert_list(list, n, 1, "as_completed")
+  local j = join("as_completed", "each", list, list_length(list), false, true)
+  local left = j:size()
   local loop = running_loop()
   local deadline = timeout and loop and loop:time() + timeout
-  local fifo, head, tail = {}, 1, 0
-  local left, waiter = 0, nil
-  local seen, attached = {}, {}
-
-  local function on_done(t)
-    tail = tail + 1
-    fifo[tail] = t
-    attached[t] = nil
-    if waiter then
-      local w = waiter
-      waiter = nil
-      wake(w)
-    end
-  end
-  local function on_timeout()
-    if waiter then
-      local w = waiter
-      waiter = nil
-      wake(w, TIMEOUT)
-    end
-  end
-
-  for i = 1, n do
-    local t = tasks[i]
-    if not seen[t] then
-      seen[t] = true
-      left = left + 1
-      if t:done() then
-        tail = tail + 1
-        fifo[tail] = t
-      else
-        attached[t] = true
-        t:add_done_callback(on_done)
-      end
-    end
-  end
 
   local function iterate()
-    if head > tail then
-      if left == 0 then return nil end
+    if left == 0 then
+      j:close()
+      return nil
+    end
+    local t = j:pop()
+    if t == nil then
       local me = running_task("as_completed")
       local h
       if deadline then
         if running_loop():time() >= deadline then
           error(new_error("timeout", "as_completed timed out"), 2)
         end
-        h = running_loop():call_at(deadline, on_timeout)
+        h = running_loop():call_at(deadline, wake, me)
       end
-      waiter = me
-      local ok, v = park()
-      waiter = nil
+      local ok, err = j:wait()
       if h then h:cancel() end
-      if not ok then error(v, 0) end
-      if v == TIMEOUT then error(new_error("timeout", "as_completed timed out"), 2) end
+      if not ok then error(err, 0) end
+      t = j:pop()
+      if t == nil then error(new_error("timeout", "as_completed timed out"), 2) end
     end
-    local t = fifo[head]
-    fifo[head] = nil
-    head = head + 1
     left = left - 1
     return t
   end
 
-  -- Closed when the loop ends, breaks or raises: detach the callbacks.
-  local closer = setmetatable({}, {
-    __close = function()
-      for t in pairs(attached) do t:remove_done_callback(on_done) end
-      attached = {}
-    end,
-  })
-  return iterate, nil, nil, closer
+  -- Closed when the loop ends, breaks or raises: detach the join.
+  return iterate, nil, nil, j
 end
 
 -- ---------------------------------------------------------------------------
@@ -584,7 +434,11 @@ local TaskGroupMT = { __index = TaskGroup, __name = "lunio.TaskGroup" }
 local function tg_abort(self)
   self._aborting = true
   local err = self._child_err
-  for t in pairs(self._children) do cancel_with(t, err) end
+  local members = self._join:members()
+  for i = 1, self._join:size() do
+    local t = members[i]
+    if not t:done() then cancel_with(t, err) end
+  end
   if self._state == "open" and not self._parent_err then
     -- The block is still running: cancel it too, with our own error.
     self._parent_err = new_error("cancelled", "a task of its task group failed")
@@ -592,21 +446,19 @@ local function tg_abort(self)
   end
 end
 
-local function tg_child_done(self, t)
-  self._children[t] = nil
-  self._n = self._n - 1
-  local st = t:state()
-  if st == "failed" then
-    local errors = self._errors
-    errors[#errors + 1] = t:error()
-    if not self._aborting then tg_abort(self) end
-  elseif st == "cancelled" then
-    t:error() -- mark it retrieved
-  end
-  if self._waiting and self._n == 0 then
-    self._waiting = false
-    wake(self._parent)
-  end
+-- Records the error of the failed child t, once.
+local function tg_collect(self, t)
+  if self._failed[t] then return end
+  self._failed[t] = true
+  local errors = self._errors
+  errors[#errors + 1] = t:error()
+end
+
+-- A child raised (scheduled by the join soon after it failed).
+local function tg_child_failed(self, t)
+  if self._state == "closed" then return end
+  tg_collect(self, t)
+  if not self._aborting then tg_abort(self) end
 end
 
 ---A task group for `<close>`: `local tg <close> = lunio.TaskGroup()`.
@@ -620,11 +472,12 @@ end
 function M.TaskGroup()
   local self = setmetatable({
     _parent = running_task("TaskGroup"),
-    _children = {}, _n = 0, _errors = {},
-    _state = "open", _aborting = false, _waiting = false,
+    _errors = {}, _failed = {},
+    _state = "open", _aborting = false,
     _child_err = new_error("cancelled", "cancelled by its task group"),
   }, TaskGroupMT)
-  self._on_done = function(t) tg_child_done(self, t) end
+  self._join = join("TaskGroup", "all", {}, 0, false, false,
+    function(t) tg_child_failed(self, t) end)
   return self
 end
 
@@ -641,9 +494,7 @@ function TaskGroup:spawn(fn, ...)
   end
   if not is_callable(fn) then argerror(1, "spawn", "callable expected, got " .. type(fn)) end
   local t = spawn(fn, ...)
-  self._children[t] = true
-  self._n = self._n + 1
-  t:add_done_callback(self._on_done)
+  self._join:add(t)
   return t
 end
 
@@ -692,10 +543,9 @@ local function tg_exit(self, block_err)
   end
   if block_err ~= nil and not self._aborting then tg_abort(self) end
   local outer_cancel
-  while self._n > 0 do
-    self._waiting = true
-    local ok, err = park()
-    self._waiting = false
+  local j = self._join
+  while j:pending() > 0 do
+    local ok, err = j:wait()
     if not ok then
       parent_err = self._parent_err
       if parent_err ~= nil and rawequal(err, parent_err) then
@@ -707,6 +557,14 @@ local function tg_exit(self, block_err)
     end
   end
   self._state = "closed"
+  j:close()
+  -- A failure whose callback has not run yet (it fails as the block ends)
+  -- is collected here; the callback then finds the group closed.
+  local members = j:members()
+  for i = 1, j:size() do
+    local t = members[i]
+    if t:state() == "failed" then tg_collect(self, t) end
+  end
   parent_err = self._parent_err
   if parent_err ~= nil and not saw_own then take_own_cancel(me, parent_err) end
   local errors = self._errors
@@ -735,11 +593,11 @@ TaskGroupMT.__close = tg_exit
 ---Number of children not finished yet.
 ---@return integer
 function TaskGroup:pending()
-  return self._n
+  return self._join:pending()
 end
 
 function TaskGroupMT:__tostring()
-  return ("lunio.TaskGroup<%s, %d task(s)>"):format(self._state, self._n)
+  return ("lunio.TaskGroup<%s, %d task(s)>"):format(self._state, self._join:pending())
 end
 
 return M
