@@ -112,6 +112,7 @@ struct lunio_task {
   lua_State *co;    /* the task's coroutine while it runs */
   union {
     double when;          /* handles too: the deadline while in the heap */
+    lua_Integer ival;     /* a new task's first argument (see spawn) */
     lunio_task *awaiting; /* LUNIO_WAIT_TASK */
     struct {
       lunio_cancel_fn fn; /* LUNIO_WAIT_IO: called when it is cancelled */
@@ -129,7 +130,8 @@ struct lunio_task {
   uint16_t flags;
   uint8_t state;
   uint8_t kind;
-  uint8_t wait; /* LUNIO_WAIT_* while suspended */
+  uint8_t wait; /* LUNIO_WAIT_* while suspended; a new task's first
+                   argument kept in u instead of a user value (sched.c) */
 };
 
 /* Bits of lunio_loop.events: things noticed inside libuv callbacks (or a
