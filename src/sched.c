@@ -126,7 +126,7 @@ void lunio__push_loop_table(lua_State *L, lunio_loop *loop) {
 void lunio__push_loop_field(lua_State *L, lunio_loop *loop, int key) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, loop);
   lua_rawgeti(L, -1, key);
-  lua_remove(L, -2);
+  lua_replace(L, -2);
 }
 
 /* ---- small helpers -------------------------------------------------- */
@@ -252,7 +252,7 @@ void lunio__unanchor(lua_State *L, lunio_loop *loop, lunio_task *t) {
 void lunio__push_anchored(lua_State *L, lunio_loop *loop, lunio_task *t) {
   lunio__push_loop_table(L, loop);
   lua_rawgeti(L, -1, t->slot);
-  lua_remove(L, -2);
+  lua_replace(L, -2);
 }
 
 /* ---- exception handler ------------------------------------------------- */
@@ -1274,8 +1274,8 @@ lunio_task *lunio__spawn(lua_State *L, lunio_loop *loop, int nargs) {
    * first one in the struct when it is a scalar; more are packed into a
    * table {fn, args..., n = count}. */
   if (nargs >= 1 && nargs <= INLINE_ARGS) {
-    lunio_task probe;
-    scalar = keep_scalar_arg(L, fn + 1, &probe);
+    int type = lua_type(L, fn + 1);
+    scalar = type == LUA_TNUMBER || type == LUA_TBOOLEAN || type == LUA_TNIL;
   }
   t = lua_newuserdatauv(L, sizeof *t,
                         nargs <= INLINE_ARGS ? nargs + 1 - scalar : 1);

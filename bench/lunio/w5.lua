@@ -1,6 +1,8 @@
 -- W5 http-client on lunio: COUNT GETs of URL with CONC in flight, CONC
 -- worker tasks sharing one lunio.http.Session (keep-alive pool,
 -- max_per_host = CONC).   usage: lua5.4 bench/lunio/w5.lua URL COUNT CONC
+-- BENCH_TUNE_ALLOCATOR=1 calls lunio.tune_allocator() first (what the
+-- lunio command does; a library never does it on require).
 local dir = (arg and arg[0] or ""):match("^(.*)/") or "."
 package.path = dir .. "/../lib/?.lua;" .. package.path
 local util = require "util"
@@ -10,6 +12,7 @@ local http = require "lunio.http"
 local URL = assert(arg[1], "usage: w5.lua URL COUNT CONC")
 local COUNT = util.arg_int(2, 20000)
 local CONC = util.arg_int(3, 64)
+if os.getenv("BENCH_TUNE_ALLOCATOR") == "1" then lunio.tune_allocator() end
 
 lunio.run(function()
   local session <close> = http.Session({ max_per_host = CONC })
