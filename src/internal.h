@@ -146,9 +146,10 @@ enum {
  * Per-loop state. The Lua side of a loop (tasks anchored while pending,
  * waiters, the coroutine pool ...) lives in one state table that is the
  * Loop userdata's user value; C code that holds only this struct reaches it
- * through the registry, keyed by the struct's address (lunio__push_loop_
- * table). Teardown removes that key, so nothing can reach the tables of a
- * closed loop.
+ * through one registry reference the loop holds while it is open
+ * (lunio__push_loop_table: an array lookup, on the scheduler's hot path).
+ * Teardown detaches everything that could reach the loop, then drops the
+ * reference and forgets the integer.
  */
 struct lunio_loop {
   uv_loop_t uv;
@@ -172,6 +173,8 @@ struct lunio_loop {
   double vt_io_start; /* real time the current burst of I/O began */
   double slow_step;   /* debug: warn about steps longer than this (s) */
   double step_start;  /* debug: loop time the current step began */
+  int state_ref;      /* registry ref of the state table, or LUA_NOREF */
+  int task_mt_ref;    /* registry ref of the Task metatable (for spawn) */
   uint32_t npending;  /* entries in the pending array */
   uint32_t npool;     /* idle coroutines in the pool */
   uint32_t next_id;
@@ -367,8 +370,6 @@ lunio_task *lunio__to_awaitable(lua_State *L, int idx);
 lunio_task *lunio__check_awaitable(lua_State *L, int arg);
 /* Marks the metatable at the top as one of an awaitable type. */
 void lunio__mark_awaitable(lua_State *L);
-/* Registers the Task metatable at the top (popped) for lunio__spawn. */
-void lunio__register_task_mt(lua_State *L);
 /* Task names: push the name of the task/future at idx; set it. */
 void lunio__push_task_name(lua_State *L, int idx);
 void lunio__set_task_name(lua_State *L, int task, int name);

@@ -254,6 +254,7 @@ static lunio_loop *new_loop(lua_State *L) {
   const char *slow = getenv("LUNIO_DEBUG_SLOW");
   int rc;
   memset(loop, 0, sizeof *loop);
+  loop->state_ref = loop->task_mt_ref = LUA_NOREF;
   loop->closed = 1; /* until fully initialised: __gc must not touch it */
   luaL_setmetatable(L, LUNIO_LOOP_MT);
   /* The state table: the pending array plus LUNIO_LT_* entries. */
@@ -270,11 +271,14 @@ static lunio_loop *new_loop(lua_State *L) {
   lua_rawseti(L, -2, LUNIO_LT_FUTURES);
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, -3, 1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, loop);
+  loop->state_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  luaL_getmetatable(L, LUNIO_TASK_MT);
+  loop->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   rc = uv_loop_init(&loop->uv);
   if (rc != 0) {
-    lua_pushnil(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, loop);
+    luaL_unref(L, LUA_REGISTRYINDEX, loop->state_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, loop->task_mt_ref);
+    loop->state_ref = loop->task_mt_ref = LUA_NOREF;
     lunio__uv_error_raise(L, rc, "cannot create a loop");
   }
   loop->uv.data = loop;
@@ -494,8 +498,11 @@ static void teardown(lua_State *L, lunio_loop *loop) {
   }
   lunio__exts_free(loop);
   lunio__sched_free(loop);
-  lua_pushnil(L);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, loop);
+  /* Nothing reaches this loop's state any more (everything pending was
+   * detached): drop the reference, and never use the integer again. */
+  luaL_unref(L, LUA_REGISTRYINDEX, loop->state_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, loop->task_mt_ref);
+  loop->state_ref = loop->task_mt_ref = LUA_NOREF;
   loop->closed = 1;
 }
 

@@ -37,7 +37,6 @@ static const char running_key = 'R'; /* the running Loop userdata */
 static const char state_key = 'S';   /* {handler = global handler} */
 static const char names_key = 'N';   /* task -> name (weak keys) */
 static const char refusal_key = 'X'; /* the shared "refused resume" error */
-static const char task_mt_key = 'T'; /* the Task metatable */
 static const char origins_key = 'O'; /* debug: task -> creation traceback */
 /* Every Task/Future metatable holds this key, so recognising one costs a
  * metatable fetch and one raw lookup (this is on the path of every await). */
@@ -120,11 +119,11 @@ void lunio__set_running_loop(lua_State *L, lunio_loop *loop, int idx) {
 }
 
 void lunio__push_loop_table(lua_State *L, lunio_loop *loop) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, loop);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->state_ref);
 }
 
 void lunio__push_loop_field(lua_State *L, lunio_loop *loop, int key) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, loop);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->state_ref);
   lua_rawgeti(L, -1, key);
   lua_replace(L, -2);
 }
@@ -221,11 +220,10 @@ static lunio_task *ready_pop(lunio_loop *loop) {
 /* ---- the pending array ------------------------------------------------- */
 
 void lunio__anchor(lua_State *L, lunio_loop *loop, int idx, lunio_task *t) {
-  idx = lua_absindex(L, idx);
   if (ready_reserve(loop, loop->npending + 1) != 0)
     luaL_error(L, "not enough memory");
   lunio__push_loop_table(L, loop);
-  lua_pushvalue(L, idx);
+  lua_pushvalue(L, idx < 0 && idx > LUA_REGISTRYINDEX ? idx - 1 : idx);
   lua_rawseti(L, -2, (lua_Integer)loop->npending + 1);
   lua_pop(L, 1);
   t->slot = ++loop->npending;
@@ -312,7 +310,8 @@ static int default_handler(lua_State *L) {
 
 void lunio__report(lua_State *L, lunio_loop *loop) {
   int ctx = lua_absindex(L, -1);
-  if (loop != NULL && lua_rawgetp(L, LUA_REGISTRYINDEX, loop) == LUA_TTABLE) {
+  if (loop != NULL &&
+      lua_rawgeti(L, LUA_REGISTRYINDEX, loop->state_ref) == LUA_TTABLE) {
     lua_rawgeti(L, -1, LUNIO_LT_HANDLER);
     lua_remove(L, -2);
   } else {
@@ -1261,10 +1260,6 @@ void lunio__take_cancel(lua_State *L, lunio_task *t) { take_cancel(L, t); }
 
 /* ---- spawning ---------------------------------------------------------- */
 
-void lunio__register_task_mt(lua_State *L) {
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &task_mt_key);
-}
-
 lunio_task *lunio__spawn(lua_State *L, lunio_loop *loop, int nargs) {
   int fn = lua_gettop(L) - nargs, scalar = 0;
   lunio_task *t;
@@ -1286,8 +1281,10 @@ lunio_task *lunio__spawn(lua_State *L, lunio_loop *loop, int nargs) {
   t->kind = LUNIO_KIND_TASK;
   t->state = LUNIO_NEW;
   t->id = ++loop->next_id;
-  /* The Task metatable by address, not by name: spawn is a hot path. */
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &task_mt_key);
+  /* The Task metatable through the loop's own reference (an array
+   * lookup; a registry key by name or address costs several times more):
+   * spawn is a hot path. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->task_mt_ref);
   lua_setmetatable(L, -2);
   if (nargs <= INLINE_ARGS) {
     int i;

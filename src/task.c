@@ -568,8 +568,6 @@ int luaopen_lunio_task(lua_State *L) {
                                    {"Future", core_future},
                                    {NULL, NULL}};
   new_class(L, LUNIO_TASK_MT, common, task_own, 0);
-  luaL_getmetatable(L, LUNIO_TASK_MT);
-  lunio__register_task_mt(L);
   new_class(L, LUNIO_FAILED_TASK_MT, common, task_own, 1);
   new_class(L, LUNIO_FUTURE_MT, common, future_own, 0);
   luaL_setfuncs(L, funcs, 0);
