@@ -47,6 +47,8 @@ build = {
         "src/clock.c", "src/core.c", "src/coro.c", "src/dns.c",
         "src/errors.c", "src/http.c", "src/loop.c", "src/req.c",
         "src/resource.c", "src/sched.c", "src/task.c",
+        -- issue 11: files, threads, signals
+        "src/fs.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "$(LIBUV_INCDIR)", "$(LIBCURL_INCDIR)" },
@@ -60,6 +62,7 @@ build = {
     ["lunio.http"] = "lua/lunio/http.lua",
     ["lunio.cli"] = "lua/lunio/cli.lua",
     ["lunio.util"] = "lua/lunio/util.lua",
+    ["lunio.fs"] = "lua/lunio/fs.lua",
   },
   install = {
     bin = { lunio = "bin/lunio" },

@@ -162,6 +162,7 @@ lunio.coroutine = {
 local lazy = {
   http = function() return require "lunio.http" end,
   testing = function() return require "lunio.testing" end,
+  fs = function() return require "lunio.fs" end, -- issue 11
 }
 local lazy_sets = { "lunio.sync", "lunio.combinators" }
 
