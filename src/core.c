@@ -68,6 +68,7 @@ LUNIO_API int luaopen_lunio_core(lua_State *L) {
   lunio__open_dns(L);
   lunio__open_fs(L);
   lua_setfield(L, -2, "fs");
+  lunio__open_thread(L);
   lua_pushcfunction(L, core_tune_allocator);
   lua_setfield(L, -2, "tune_allocator");
   lua_pushcfunction(L, core_open_fds);

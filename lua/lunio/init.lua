@@ -110,6 +110,17 @@ end
 ---@return string service
 lunio.getnameinfo = core.getnameinfo
 
+---Runs `fn(...)` in a worker thread, in a Lua state of its own, and returns
+---its results (issue 11; docs/threads.md). `fn` may use globals (`_ENV`)
+---but no other upvalues; arguments and results are copied: nil, booleans,
+---numbers, strings and tables of those. An error in `fn` is raised here,
+---with the worker's traceback. The loop's own pool of threads (at most
+---`LUNIO_THREADS`, default the number of CPUs) keeps libuv's pool free
+---for files and DNS.
+---@async
+---@type fun(fn: function, ...: any): ...: any
+lunio.to_thread = core.to_thread
+
 ---Opts in to glibc malloc settings that suit a busy loop (16 MiB of heap
 ---slack, 1 MiB mmap threshold): process-wide, so never done on `require`.
 ---The `lunio` command calls it. Returns true when applied.
