@@ -48,7 +48,7 @@ build = {
         "src/errors.c", "src/http.c", "src/loop.c", "src/req.c",
         "src/resource.c", "src/sched.c", "src/task.c",
         -- issue 11: files, threads, signals
-        "src/fs.c", "src/thread.c",
+        "src/fs.c", "src/signal.c", "src/thread.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "$(LIBUV_INCDIR)", "$(LIBCURL_INCDIR)" },
@@ -63,6 +63,7 @@ build = {
     ["lunio.cli"] = "lua/lunio/cli.lua",
     ["lunio.util"] = "lua/lunio/util.lua",
     ["lunio.fs"] = "lua/lunio/fs.lua",
+    ["lunio.signal"] = "lua/lunio/signal.lua",
   },
   install = {
     bin = { lunio = "bin/lunio" },

@@ -7,7 +7,7 @@
  *
  * Layers (a file calls only into its own layer or the ones below it):
  *
- *   modules    http.c  dns.c  fs.c  thread.c  (streams, processes ...)
+ *   modules    http.c  dns.c  fs.c  thread.c  signal.c  (streams ...)
  *   I/O core   req.c       await one libuv request from a task
  *   Lua types  loop.c  task.c  coro.c
  *   scheduler  sched.c     ready ring, tick, park/wake/step, runners
@@ -484,5 +484,6 @@ void lunio__open_dns(lua_State *L);  /* adds getaddrinfo/getnameinfo */
 
 void lunio__open_fs(lua_State *L);     /* pushes the core fs table */
 void lunio__open_thread(lua_State *L); /* adds to_thread */
+void lunio__open_signal(lua_State *L); /* pushes the core signal table */
 
 #endif

@@ -174,6 +174,7 @@ local lazy = {
   http = function() return require "lunio.http" end,
   testing = function() return require "lunio.testing" end,
   fs = function() return require "lunio.fs" end, -- issue 11
+  signal = function() return require "lunio.signal" end, -- issue 11
 }
 local lazy_sets = { "lunio.sync", "lunio.combinators" }
 
