@@ -9,8 +9,8 @@
  * whichever of the task or the libuv callback finishes last; so a task
  * cancelled mid-call leaves nothing behind (an open that completes after
  * its task left closes the new descriptor in its cleanup). Operations of
- * several steps (read_file: open, fstat, reads) hand what they hold from
- * one request to the next.
+ * several steps (read_file: open, fstat, reads) run them all in one
+ * request, readied again between the steps (lunio__req_again).
  *
  * Results are built in protected mode (fs_finish) before the request is
  * freed, so running out of memory while making a big string leaks nothing.
@@ -137,31 +137,14 @@ static fs_req *fs_req_new(lua_State *L, lunio_loop *loop) {
   return fr;
 }
 
-/* A request for the next step of fr's operation, holding everything fr
- * held (fr is freed). The new one takes fr's place as the File's
- * position holder. */
-static fs_req *fs_req_next(lua_State *L, fs_req *fr) {
-  fs_req *next = fs_req_new(L, fr->r.loop);
-  next->file = fr->file;
-  next->fd = fr->fd;
-  next->step = fr->step;
-  next->buf = fr->buf;
-  next->len = fr->len;
-  next->cap = fr->cap;
-  next->start = fr->start;
-  next->data_ref = fr->data_ref;
-  next->data = fr->data;
-  next->data_len = fr->data_len;
-  next->size = fr->size;
-  next->asked = fr->asked;
-  if (fr->file != NULL && fr->file->pos_req == fr)
-    fr->file->pos_req = next;
-  fr->file = NULL;
-  fr->fd = -1;
-  fr->buf = NULL;
-  fr->data_ref = LUA_NOREF;
-  lunio__req_free(&fr->r);
-  return next;
+/* Readies fr for the next step of its operation: it keeps everything it
+ * holds (and its place as the File's position holder). Nothing is
+ * allocated between the steps, so nothing can fail there. */
+static fs_req *fs_req_next(fs_req *fr) {
+  uv_fs_req_cleanup(&fr->r.u.fs);
+  lunio__req_again(&fr->r);
+  fr->take_fd = 0; /* only an open hands over a descriptor */
+  return fr;
 }
 
 static void on_fs(uv_fs_t *req) {
@@ -660,7 +643,7 @@ static int read_file_k(lua_State *L, int status, lua_KContext ctx) {
   }
   switch (fr->step) {
   case RF_OPEN:
-    fr = fs_req_next(L, fr);
+    fr = fs_req_next(fr);
     fr->step = RF_FSTAT;
     rc = uv_fs_fstat(lunio__uv(t->loop), &fr->r.u.fs, fr->fd, on_fs);
     break;
@@ -674,7 +657,7 @@ static int read_file_k(lua_State *L, int status, lua_KContext ctx) {
      * byte more to see the end). Others (procfs, pipes) say 0: grow. */
     if ((st->st_mode & S_IFMT) == S_IFREG && st->st_size > 0)
       fr->size = (int64_t)st->st_size;
-    fr = fs_req_next(L, fr);
+    fr = fs_req_next(fr);
     return rf_read(L, fr, t);
   }
   default: {
@@ -687,7 +670,7 @@ static int read_file_k(lua_State *L, int status, lua_KContext ctx) {
       fr->fd = -1;
       return fs_finish(L, &res);
     }
-    fr = fs_req_next(L, fr);
+    fr = fs_req_next(fr);
     return rf_read(L, fr, t);
   }
   }
@@ -783,7 +766,7 @@ static int write_file_k(lua_State *L, int status, lua_KContext ctx) {
     fr->len += (size_t)fr->r.u.fs.result;
   if (fr->step == WF_CLOSE)
     return fs_finish(L, &res);
-  fr = fs_req_next(L, fr);
+  fr = fs_req_next(fr);
   if (fr->len < fr->data_len) {
     fr->step = WF_WRITE;
     rc = fs_write_rest(t->loop, fr, fr->fd);
@@ -980,7 +963,7 @@ static int file_write_k(lua_State *L, int status, lua_KContext ctx) {
   if (res.status == 0) {
     fr->len += (size_t)fr->r.u.fs.result;
     if (fr->len < fr->data_len) { /* a short write: go on */
-      fr = fs_req_next(L, fr);
+      fr = fs_req_next(fr);
       res.fr = fr;
       res.status = fs_write_rest(t->loop, fr, f->fd);
       if (res.status == 0)

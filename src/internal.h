@@ -449,6 +449,12 @@ void lunio__req_done(lunio_req *r, int status);
 int lunio__req_resumed(lua_State *L, lunio_req *r);
 /* Release r (its cleanup, then the memory). */
 void lunio__req_free(lunio_req *r);
+/* For operations of several requests (fs.c's read_file): ready r, done and
+ * owned by its continuation, to carry the next request. The module's data
+ * after the lunio_req stays; the caller has released the libuv part (e.g.
+ * uv_fs_req_cleanup). Counted as I/O in flight again; then submit it and
+ * lunio__req_await as usual. Allocates nothing, so it cannot fail. */
+void lunio__req_again(lunio_req *r);
 
 /* ---- loop.c ---------------------------------------------------------- */
 
