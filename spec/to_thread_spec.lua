@@ -30,6 +30,33 @@ local spin = assert(load([[
   return n
 ]]))
 
+-- Runs in a worker: creates the file `started`, then spins until the file
+-- `release` exists. Lets a spec hold a worker exactly as long as it wants.
+local gate = assert(load([[
+  local started, release = ...
+  io.open(started, "w"):close()
+  while true do
+    local f = io.open(release)
+    if f then
+      f:close()
+      return "released"
+    end
+  end
+]]))
+
+local function tmpname()
+  local p = io.popen("mktemp -u /tmp/lunio-thread-spec.XXXXXX")
+  local path = p:read("l")
+  p:close()
+  return path
+end
+
+local function exists(path)
+  local f = io.open(path)
+  if f then f:close() end
+  return f ~= nil
+end
+
 local function kind_of(fn, ...)
   local ok, err = pcall(fn, ...)
   assert(not ok, "expected an error")
@@ -235,31 +262,43 @@ describe("lunio.to_thread", function()
 
   describe("cancellation", function()
     it("of a queued job: it never runs", async(function()
-      local p = io.popen("mktemp -u /tmp/lunio-thread-spec.XXXXXX")
-      local marker = p:read("l")
-      p:close()
-      local busy = {}
-      for i = 1, THREADS do busy[i] = lunio.create_task(to_thread, spin, 0.2) end
-      lunio.sleep(0.05 * scale)
+      local marker, release = tmpname(), tmpname()
+      local busy, started = {}, {}
+      for i = 1, THREADS do -- every worker held
+        started[i] = tmpname()
+        busy[i] = lunio.create_task(to_thread, gate, started[i], release)
+      end
+      for i = 1, THREADS do
+        while not exists(started[i]) do lunio.sleep(0.005) end
+      end
       local queued = lunio.create_task(to_thread, function(path)
         io.open(path, "w"):close()
       end, marker)
       lunio.sleep(0)
       queued:cancel()
       assert.are.equal("cancelled", (kind_of(queued.await, queued)))
-      for i = 1, THREADS do busy[i]:await() end
+      io.open(release, "w"):close()
+      for i = 1, THREADS do
+        assert.are.equal("released", busy[i]:await())
+        os.remove(started[i])
+      end
+      os.remove(release)
       -- every worker is free again; the cancelled job is gone for good
       assert.are.equal(3, to_thread(function() return 3 end))
       assert.is_false(fs.exists(marker))
     end, { timeout = 3 }))
 
     it("of a running job: the worker finishes, drops the results, is reused", async(function()
-      local t = lunio.create_task(to_thread, spin, 0.1)
-      lunio.sleep(0.02 * scale)
+      local started, release = tmpname(), tmpname()
+      local t = lunio.create_task(to_thread, gate, started, release)
+      while not exists(started) do lunio.sleep(0.005) end
       t:cancel()
       assert.are.equal("cancelled", (kind_of(t.await, t)))
+      io.open(release, "w"):close()
       assert.are.equal("after", to_thread(function() return "after" end))
       settle_jobs() -- the abandoned job ends (a leak until then)
+      os.remove(started)
+      os.remove(release)
     end, { timeout = 3 }))
 
     it("after the job finished: the results are dropped", async(function()
@@ -326,9 +365,15 @@ describe("lunio.to_thread", function()
         for _ = 1, 4 do lunio.create_task(to_thread, spin, 0.3) end -- queued
         lunio.sleep(0.05 * scale)
       end) -- the tasks are cancelled; the jobs keep running
-      local t0 = os.clock()
+      local function uptime()
+        local f = io.open("/proc/uptime")
+        local t = f:read("n")
+        f:close()
+        return t
+      end
+      local t0 = uptime()
       loop:close()
-      assert.is_true(os.clock() - t0 < 0.1, "close waited")
+      assert.is_true(uptime() - t0 < 0.1 * scale, "close waited")
       -- the workers finish their jobs after the loop is gone (sanitizer
       -- builds would catch a touch of its memory), then exit
       local f = io.popen("sleep 0.4")
