@@ -141,7 +141,9 @@ static void on_watch_closed(uv_handle_t *h) {
 
 /* The watcher of slot on loop, made on first use; raises on failure. */
 static sigwatch *get_watch(lua_State *L, lunio_loop *loop, int slot) {
-  sig_loop *sl = lunio__loop_ext(loop, &sig_ext);
+  sig_loop *sl = loop->closing || loop->closed
+                     ? NULL /* sig_ext_close ran, or will */
+                     : lunio__loop_ext(loop, &sig_ext);
   sigwatch *w;
   int rc;
   if (sl == NULL) {

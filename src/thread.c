@@ -629,8 +629,11 @@ static int pool_max(void) {
 /* The loop's pool, made on first use; NULL when out of memory (or the loop
  * is closing). */
 static thread_loop *tl_get(lunio_loop *loop) {
-  thread_loop *tl = lunio__loop_ext(loop, &thread_ext);
+  thread_loop *tl;
   tpool *p;
+  if (loop->closing || loop->closed) /* tl_close ran, or will */
+    return NULL;
+  tl = lunio__loop_ext(loop, &thread_ext);
   if (tl == NULL || tl->pool != NULL)
     return tl;
   p = calloc(1, sizeof *p);
