@@ -333,10 +333,11 @@ typedef struct tjob tjob;
 typedef struct tpool tpool;
 
 struct tjob {
-  tjob *next;
-  lunio_loop *loop; /* loop thread only */
-  lunio_task *task; /* loop thread only: NULL once the task left */
-  char *in;         /* path, cpath, function, arguments */
+  tjob *next, *prev;      /* queue or done list; once woken, tl->delivered */
+  struct thread_loop *tl; /* loop thread only */
+  lunio_loop *loop;       /* loop thread only */
+  lunio_task *task;       /* loop thread only: NULL once the task left */
+  char *in;               /* path, cpath, function, arguments */
   size_t in_len;
   char *out; /* results, or the error value when failed */
   size_t out_len;
@@ -361,6 +362,9 @@ typedef struct thread_loop {
   tpool *pool;
   uv_async_t *async; /* while outstanding > 0 */
   int outstanding;   /* jobs submitted and not yet delivered or dropped */
+  /* Jobs whose task was woken and has not resumed yet: if the loop is torn
+   * down before it does (a collected loop), tl_close frees them. */
+  tjob *delivered;
 } thread_loop;
 
 static void job_free(tjob *j) {
@@ -610,6 +614,12 @@ static void tl_close(lunio_loop *loop, void *ext) {
     tl->pool = NULL;
     pool_release(p);
   }
+  /* Woken tasks that were settled before they resumed. */
+  while (tl->delivered != NULL) {
+    tjob *j = tl->delivered;
+    tl->delivered = j->next;
+    job_free(j);
+  }
   if (tl->async != NULL)
     uv_close((uv_handle_t *)tl->async, async_closed);
   tl->async = NULL;
@@ -744,9 +754,14 @@ static void on_async(uv_async_t *a) {
     rev = j->next;
     j->next = NULL;
     outstanding_dec(tl, loop);
-    if (j->task != NULL)
+    if (j->task != NULL) {
+      j->prev = NULL;
+      j->next = tl->delivered;
+      if (tl->delivered != NULL)
+        tl->delivered->prev = j;
+      tl->delivered = j;
       lunio__wake(lunio__loop_state(loop), j->task, 0, 0);
-    else
+    } else
       job_free(j);
   }
 }
@@ -797,6 +812,14 @@ static int to_thread_k(lua_State *L, int status, lua_KContext ctx) {
   /* Cancelled while parked: the job is not ours any more (job_on_cancel). */
   if (t->flags & LUNIO_F_WAKE_ERROR)
     lunio__resumed(L, t);
+  /* Woken by on_async: the job is ours now. */
+  if (j->prev != NULL)
+    j->prev->next = j->next;
+  else
+    j->tl->delivered = j->next;
+  if (j->next != NULL)
+    j->next->prev = j->prev;
+  j->next = j->prev = NULL;
   /* Cancelled after the wake-up: drop the results. */
   if ((t->flags & (LUNIO_F_MUST_CANCEL | LUNIO_F_DELEGATE)) ==
       LUNIO_F_MUST_CANCEL) {
@@ -927,6 +950,7 @@ static int core_to_thread(lua_State *L) {
       return lunio__error_raise(L, "closed", "the loop is closed");
     return luaL_error(L, "not enough memory");
   }
+  j->tl = tl;
   j->loop = t->loop;
   j->task = t;
   j->in = b.p;
