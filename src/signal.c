@@ -260,7 +260,10 @@ static void dispatch_handlers(lua_State *L, lunio_loop *loop,
   if (w->closed || deliveries == 0)
     return;
   luaL_checkstack(L, 4, NULL);
-  push_handlers(L, w);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, w) != LUA_TTABLE) { /* all closed */
+    lua_settop(L, top);
+    return;
+  }
   list = lua_gettop(L);
   n = (int)lua_rawlen(L, list);
   for (k = 0; k < deliveries; k++)
