@@ -48,6 +48,8 @@ build = {
         "src/errors.c", "src/http.c", "src/join.c", "src/loop.c",
         "src/req.c",
         "src/resource.c", "src/sched.c", "src/task.c",
+        -- issue 11: files, threads, signals
+        "src/fs.c", "src/signal.c", "src/thread.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "$(LIBUV_INCDIR)", "$(LIBCURL_INCDIR)" },
@@ -61,6 +63,8 @@ build = {
     ["lunio.http"] = "lua/lunio/http.lua",
     ["lunio.cli"] = "lua/lunio/cli.lua",
     ["lunio.util"] = "lua/lunio/util.lua",
+    ["lunio.fs"] = "lua/lunio/fs.lua",
+    ["lunio.signal"] = "lua/lunio/signal.lua",
   },
   install = {
     bin = { lunio = "bin/lunio" },

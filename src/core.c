@@ -76,6 +76,11 @@ LUNIO_API int luaopen_lunio_core(lua_State *L) {
   lunio__open_http(L);
   lua_setfield(L, -2, "http");
   lunio__open_dns(L);
+  lunio__open_fs(L);
+  lua_setfield(L, -2, "fs");
+  lunio__open_thread(L);
+  lunio__open_signal(L);
+  lua_setfield(L, -2, "signal");
   lua_pushcfunction(L, core_tune_allocator);
   lua_setfield(L, -2, "tune_allocator");
   lua_pushcfunction(L, core_isatty);

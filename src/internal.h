@@ -7,7 +7,7 @@
  *
  * Layers (a file calls only into its own layer or the ones below it):
  *
- *   modules    http.c  dns.c  (streams, fs, processes ... as they come)
+ *   modules    http.c  dns.c  fs.c  thread.c  signal.c  (streams ...)
  *   I/O core   req.c       await one libuv request from a task
  *   Lua types  loop.c  task.c  coro.c
  *   scheduler  sched.c     ready ring, tick, park/wake/step, runners
@@ -139,7 +139,22 @@ struct lunio_task {
  * run and raise. */
 enum {
   LUNIO_EV_WATCHDOG = 1 << 0, /* the watchdog timer fired */
-  LUNIO_EV_ABORT = 1 << 1     /* second SIGINT while idle: leave run() */
+  LUNIO_EV_ABORT = 1 << 1,    /* second SIGINT while idle: leave run() */
+  LUNIO_EV_DEFERRED = 1 << 2  /* loop->deferred holds work (lunio__defer) */
+};
+
+/*
+ * Work a module queues from a libuv callback, where no Lua may run, to be
+ * done between ticks in Lua context (spawning a task per signal delivery,
+ * say). Embedded in the module's struct; see lunio__defer.
+ */
+typedef struct lunio_deferred lunio_deferred;
+struct lunio_deferred {
+  lunio_deferred *next;
+  /* Runs on the loop's thread L (not inside a task); may raise only on
+   * out of memory, which then ends run(). */
+  void (*fn)(lua_State *L, lunio_loop *loop, lunio_deferred *d);
+  int queued;
 };
 
 /*
@@ -189,6 +204,7 @@ struct lunio_loop {
    * after the main task was cancelled: lunio.signal's SIGINT watchers. */
   void (*sigint_observer)(lua_State *L, lunio_loop *loop, void *data);
   void *sigint_observer_data;
+  lunio_deferred *deferred, *deferred_last; /* lunio__defer's queue */
   /* The thread a second SIGINT hooked, and the hook it had before. */
   lua_State *hooked;
   lua_Hook saved_hook;
@@ -381,6 +397,12 @@ int lunio__set_global_handler(lua_State *L);
 void lunio__open_sched(lua_State *L);
 /* Free the scheduler's C memory (ready ring, heap). */
 void lunio__sched_free(lunio_loop *loop);
+/* Queue d to run (d->fn) after the current libuv pass, in Lua context.
+ * Never allocates and touches no Lua state, so libuv callbacks may call it;
+ * a no-op while d is queued already. */
+void lunio__defer(lunio_loop *loop, lunio_deferred *d);
+/* Take d off the queue (its owner goes away); no-op when not queued. */
+void lunio__defer_cancel(lunio_loop *loop, lunio_deferred *d);
 /* libuv callbacks of the loop's own handles (set up by loop.c). */
 void lunio__on_timer(uv_timer_t *timer);
 
@@ -470,6 +492,12 @@ void lunio__req_done(lunio_req *r, int status);
 int lunio__req_resumed(lua_State *L, lunio_req *r);
 /* Release r (its cleanup, then the memory). */
 void lunio__req_free(lunio_req *r);
+/* For operations of several requests (fs.c's read_file): ready r, done and
+ * owned by its continuation, to carry the next request. The module's data
+ * after the lunio_req stays; the caller has released the libuv part (e.g.
+ * uv_fs_req_cleanup). Counted as I/O in flight again; then submit it and
+ * lunio__req_await as usual. Allocates nothing, so it cannot fail. */
+void lunio__req_again(lunio_req *r);
 
 /* ---- loop.c ---------------------------------------------------------- */
 
@@ -504,5 +532,11 @@ void lunio__open_coroutine(lua_State *L); /* pushes the lunio.coroutine table */
 
 void lunio__open_http(lua_State *L); /* pushes the core http table */
 void lunio__open_dns(lua_State *L);  /* adds getaddrinfo/getnameinfo */
+
+/* ---- modules: files, threads, signals (issue 11) ---------------------- */
+
+void lunio__open_fs(lua_State *L);     /* pushes the core fs table */
+void lunio__open_thread(lua_State *L); /* adds to_thread */
+void lunio__open_signal(lua_State *L); /* pushes the core signal table */
 
 #endif

@@ -24,6 +24,7 @@
  * lunio__req_resumed(L, r) first and lunio__req_free(r) when done.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -88,4 +89,13 @@ int lunio__req_resumed(lua_State *L, lunio_req *r) {
     lunio__resumed(L, t);
   }
   return r->status;
+}
+
+void lunio__req_again(lunio_req *r) {
+  r->done = 0;
+  r->status = 0;
+  r->task = NULL;
+  memset(&r->u, 0, sizeof r->u);
+  r->u.req.data = r;
+  lunio__io_begin(r->loop);
 }

@@ -1383,6 +1383,58 @@ static int can_wake(lunio_loop *loop) {
   return loop->io_pending > 0 || uv_loop_alive(&loop->uv);
 }
 
+/* ---- deferred work (lunio__defer) -------------------------------------- */
+
+void lunio__defer(lunio_loop *loop, lunio_deferred *d) {
+  if (d->queued)
+    return;
+  d->queued = 1;
+  d->next = NULL;
+  if (loop->deferred == NULL)
+    loop->deferred = d;
+  else
+    loop->deferred_last->next = d;
+  loop->deferred_last = d;
+  loop->events |= LUNIO_EV_DEFERRED;
+  if (loop->in_uv) /* act on it now rather than after the next poll */
+    uv_stop(&loop->uv);
+}
+
+void lunio__defer_cancel(lunio_loop *loop, lunio_deferred *d) {
+  lunio_deferred **p, *prev = NULL;
+  if (!d->queued)
+    return;
+  for (p = &loop->deferred; *p != NULL; prev = *p, p = &(*p)->next)
+    if (*p == d) {
+      *p = d->next;
+      if (loop->deferred_last == d)
+        loop->deferred_last = prev;
+      break;
+    }
+  d->queued = 0;
+  d->next = NULL;
+}
+
+/* Runs the work queued when this pass began, oldest first; work queued
+ * meanwhile waits for the next pass. One at a time off the live queue, so
+ * that a fn may cancel (and free) entries behind it. */
+static void run_deferred(lua_State *L, lunio_loop *loop) {
+  lunio_deferred *d;
+  int n = 0;
+  for (d = loop->deferred; d != NULL; d = d->next)
+    n++;
+  while (n-- > 0 && (d = loop->deferred) != NULL) {
+    loop->deferred = d->next;
+    if (loop->deferred == NULL)
+      loop->deferred_last = NULL;
+    d->next = NULL;
+    d->queued = 0;
+    d->fn(L, loop, d);
+  }
+  if (loop->deferred != NULL)
+    loop->events |= LUNIO_EV_DEFERRED;
+}
+
 /* Acts on what libuv callbacks and the SIGINT handler noticed. */
 static void process_events(lua_State *L, lunio_loop *loop) {
   int ev = loop->events;
@@ -1416,6 +1468,8 @@ static void process_events(lua_State *L, lunio_loop *loop) {
   }
   if (ev & LUNIO_EV_ABORT)
     loop->stopping = 1;
+  if (ev & LUNIO_EV_DEFERRED)
+    run_deferred(L, loop);
 }
 
 /* One scheduler tick: step what is ready, then one libuv pass. Returns 1

@@ -175,6 +175,17 @@ end
 ---@return string service
 lunio.getnameinfo = core.getnameinfo
 
+---Runs `fn(...)` in a worker thread, in a Lua state of its own, and returns
+---its results (issue 11; docs/threads.md). `fn` may use globals (`_ENV`)
+---but no other upvalues; arguments and results are copied: nil, booleans,
+---numbers, strings and tables of those. An error in `fn` is raised here,
+---with the worker's traceback. The loop's own pool of threads (at most
+---`LUNIO_THREADS`, default the number of CPUs) keeps libuv's pool free
+---for files and DNS.
+---@async
+---@type fun(fn: function, ...: any): ...: any
+lunio.to_thread = core.to_thread
+
 ---Opts in to glibc malloc settings that suit a busy loop (16 MiB of heap
 ---slack, 1 MiB mmap threshold): process-wide, so never done on `require`.
 ---The `lunio` command calls it. Returns true when applied.
@@ -262,6 +273,49 @@ function lunio.versions()
   }
 end
 
+-- Minimal lunio.pcall / lunio.xpcall / lunio.is_cancelled, added with
+-- issue 11 (its docs and examples catch errors around awaits with them).
+-- The full versions come with the newcomer-features branch; on a merge,
+-- keep those and drop these.
+local function is_cancelled(err) return core.is_error(err, "cancelled") end
+
+local function rethrow_cancel(ok, ...)
+  if not ok and is_cancelled((...)) then error((...), 0) end
+  return ok, ...
+end
+
+---True when `err` is a cancellation error.
+---@param err any
+---@return boolean
+lunio.is_cancelled = is_cancelled
+
+---`pcall` that re-raises a cancellation instead of catching it.
+---@param fn function
+---@return boolean ok
+---@return any ...
+function lunio.pcall(fn, ...)
+  return rethrow_cancel(pcall(fn, ...))
+end
+
+---`xpcall` that re-raises a cancellation (the handler does not see it).
+---@param fn function
+---@param handler function
+---@return boolean ok
+---@return any ...
+function lunio.xpcall(fn, handler, ...)
+  local cancel
+  local function msgh(err)
+    if is_cancelled(err) then
+      cancel = err
+      return err
+    end
+    return handler(err)
+  end
+  local res = table.pack(xpcall(fn, msgh, ...))
+  if cancel ~= nil and not res[1] then error(cancel, 0) end
+  return table.unpack(res, 1, res.n)
+end
+
 -- lunio.coroutine: the standard library, except that create/resume/wrap
 -- let awaits inside the coroutine suspend the whole task.
 local co_resume, co_create = core.coroutine.resume, core.coroutine.create
@@ -298,6 +352,8 @@ lunio.coroutine = {
 local lazy = {
   http = function() return require "lunio.http" end,
   testing = function() return require "lunio.testing" end,
+  fs = function() return require "lunio.fs" end, -- issue 11
+  signal = function() return require "lunio.signal" end, -- issue 11
 }
 local lazy_sets = { "lunio.sync", "lunio.combinators" }
 
