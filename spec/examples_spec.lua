@@ -19,6 +19,17 @@ local function read(path)
   return s
 end
 
+-- A temporary directory with two small files (parallel_hash's input).
+local hash_dir
+local function make_hash_dir()
+  if hash_dir then return hash_dir end
+  hash_dir = os.tmpname()
+  os.remove(hash_dir)
+  assert(os.execute(("mkdir -p %s/sub && printf hello >%s/a.txt && printf 'x\\0y' >%s/sub/b")
+    :format(hash_dir, hash_dir, hash_dir)))
+  return hash_dir
+end
+
 -- Runs `script args...` both ways; returns {out=, err=, code=} for each.
 local function both(script, args, opts)
   local a, b = {}, {}
@@ -34,6 +45,25 @@ end
 -- lunio run must print the same (unless `same = false`, for output with
 -- timings, where `check` sees both).
 local cases = {}
+
+cases["examples/parallel_hash.lua"] = function()
+  local dir = make_hash_dir()
+  return { { { dir, "-j", "2" }, function(out, err, code)
+    assert.equal(0, code, err)
+    local l = lines(out)
+    assert.equal(3, #l, out)
+    assert.matches("^%x+%s+5%s+" .. dir:gsub("%p", "%%%0") .. "/a%.txt$", l[1])
+    assert.matches("^2 files, 8 bytes hashed in [%d.]+ s, 0 errors$", l[3])
+  end, same = false } }
+end
+
+cases["examples/graceful_shutdown.lua"] = function()
+  return { { { "--workers", "2", "--job-time", "0.2", "--interval", "0.05" },
+    function(out, err, code)
+      assert.equal(0, code, err)
+      assert.matches("shut down cleanly: (%d+) accepted, %1 done", out)
+    end, same = false, signal = { "TERM", 0.5 } } }
+end
 
 cases["examples/hello.lua"] = function()
   return { { {}, function(out, err, code)
@@ -109,6 +139,7 @@ describe("every example runs under lua5.4 and under the lunio command", function
 
   teardown(function()
     if srv then srv:stop() end
+    if hash_dir then os.execute("rm -rf " .. hash_dir) end
   end)
 
   it("has a case for each script in examples/", function()
@@ -127,7 +158,7 @@ describe("every example runs under lua5.4 and under the lunio command", function
   for _, name in ipairs(names) do
     it(name, function()
       for _, run in ipairs(cases[name](srv)) do
-        local plain, cmd = both(name, run[1])
+        local plain, cmd = both(name, run[1], { signal = run.signal })
         run[2](plain.out, plain.err, plain.code)
         if run.same == false then
           run[2](cmd.out, cmd.err, cmd.code)

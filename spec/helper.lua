@@ -190,9 +190,15 @@ local function run_lua(path, args, opts)
   for i, a in ipairs(args or {}) do argv[i] = shell_quote(a) end
   local env = { helper.lua_env() }
   for k, v in pairs(opts.env or {}) do env[#env + 1] = k .. "=" .. shell_quote(v) end
-  local cmd = ("env %s timeout -s KILL %g lua5.4 %s %s <%s >%s 2>%s"):format(
-    table.concat(env, " "), opts.timeout or 10, shell_quote(path),
-    table.concat(argv, " "), stdin or "/dev/null", out, err)
+  local run = ("lua5.4 %s %s"):format(shell_quote(path), table.concat(argv, " "))
+  if opts.signal then
+    -- {name, after}: send SIG<name> to the script (not through timeout(1),
+    -- which does not reliably pass signals on) `after` seconds in
+    run = ("sh -c %s"):format(shell_quote(("%s & p=$!; sleep %g; kill -%s $p; wait $p")
+      :format(run, opts.signal[2], opts.signal[1])))
+  end
+  local cmd = ("env %s timeout -s KILL %g %s <%s >%s 2>%s"):format(
+    table.concat(env, " "), opts.timeout or 10, run, stdin or "/dev/null", out, err)
   local p = assert(io.popen(cmd))
   p:read("a")
   local _, how, code = p:close()
@@ -209,7 +215,8 @@ end
 ---is /dev/null, or a file holding `opts.stdin`.
 ---@param script string a path to a .lua file, or Lua source code
 ---@param args? string[] command-line arguments for the script
----@param opts? {timeout?: number, env?: table<string,string>, stdin?: string}
+---`opts.signal = {"TERM", 0.5}` sends SIGTERM to the script 0.5 s in.
+---@param opts? {timeout?: number, env?: table<string,string>, stdin?: string, signal?: table}
 ---@return string stdout, string stderr, integer code (128+n for signal n)
 function helper.lua(script, args, opts)
   local path = script

@@ -116,6 +116,8 @@ local function runtime_api(srv)
     ["lunio.coroutine"] = public_names(lunio.coroutine),
     ["lunio.Error"] = public_names(lunio.error("k", "m")),
     ["lunio.http.Headers"] = public_names(http.Headers),
+    ["lunio.fs"] = public_names(lunio.fs),
+    ["lunio.signal"] = public_names(lunio.signal),
   }
   api["lunio"]._VERSION = true
   local loop = lunio.new_loop()
@@ -145,6 +147,14 @@ local function runtime_api(srv)
     api["lunio.Timeout"] = public_names(methods_of(scope))
     local tg <close> = lunio.TaskGroup()
     api["lunio.TaskGroup"] = public_names(methods_of(tg))
+    local dir = lunio.fs.mkdtemp(os.tmpname() .. "-types-")
+    local file <close> = lunio.fs.open(dir .. "/f", "w")
+    api["lunio.File"] = public_names(methods_of(file))
+    file:close()
+    lunio.fs.remove(dir .. "/f")
+    lunio.fs.rmdir(dir)
+    local handler <close> = lunio.signal.on("SIGUSR2", print)
+    api["lunio.SignalHandler"] = public_names(methods_of(handler))
     local session <close> = http.Session()
     api["lunio.http.Session"] = public_names(methods_of(session))
     local resp = session:get(srv:url("/small.txt"))

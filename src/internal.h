@@ -467,7 +467,11 @@ struct lunio_req {
   } u;
   lunio_loop *loop;
   lunio_task *task; /* the parked task; NULL once it left (cancelled) */
-  int status;       /* the request's result, once done */
+  /* Done and handed to a woken task that has not consumed it yet: listed
+   * by the loop, which frees it should the task never run again. */
+  lunio_req *dnext, *dprev;
+  int delivered;
+  int status; /* the request's result, once done */
   int done;
   /* Releases what the request holds besides this struct (uv_fs_req_
    * cleanup, buffers). Called exactly once, by lunio__req_free. */

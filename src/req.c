@@ -28,6 +28,38 @@
 
 #include "internal.h"
 
+/* The loop's requests that were handed to a woken task and not consumed:
+ * if the loop is torn down before that task runs again (collected without
+ * close()), nobody else would free them. */
+typedef struct req_loop {
+  lunio_req *delivered;
+} req_loop;
+
+static void req_loop_close(lunio_loop *loop, void *ext) {
+  req_loop *rl = ext;
+  (void)loop;
+  while (rl->delivered != NULL)
+    lunio__req_free(rl->delivered); /* unlinks it */
+}
+
+static const lunio_ext_ops req_ext = {"requests", sizeof(req_loop),
+                                      req_loop_close, NULL};
+
+static void undeliver(lunio_req *r) {
+  req_loop *rl;
+  if (!r->delivered)
+    return;
+  rl = lunio__loop_ext_peek(r->loop, &req_ext);
+  if (r->dprev != NULL)
+    r->dprev->dnext = r->dnext;
+  else if (rl != NULL)
+    rl->delivered = r->dnext;
+  if (r->dnext != NULL)
+    r->dnext->dprev = r->dprev;
+  r->dnext = r->dprev = NULL;
+  r->delivered = 0;
+}
+
 lunio_req *lunio__req_new(lua_State *L, lunio_loop *loop, size_t size) {
   lunio_req *r;
   if (size < sizeof *r)
@@ -42,6 +74,7 @@ lunio_req *lunio__req_new(lua_State *L, lunio_loop *loop, size_t size) {
 }
 
 void lunio__req_free(lunio_req *r) {
+  undeliver(r);
   if (!r->done) /* it never started: it was counted all the same */
     lunio__io_end(r->loop);
   if (r->cleanup != NULL)
@@ -73,6 +106,17 @@ void lunio__req_done(lunio_req *r, int status) {
     lunio__req_free(r);
     return;
   }
+  {
+    req_loop *rl = lunio__loop_ext(r->loop, &req_ext);
+    if (rl != NULL) {
+      r->delivered = 1;
+      r->dprev = NULL;
+      r->dnext = rl->delivered;
+      if (rl->delivered != NULL)
+        rl->delivered->dprev = r;
+      rl->delivered = r;
+    }
+  }
   lunio__wake(lunio__loop_state(r->loop), t, 0, 0);
 }
 
@@ -92,6 +136,7 @@ int lunio__req_resumed(lua_State *L, lunio_req *r) {
 }
 
 void lunio__req_again(lunio_req *r) {
+  undeliver(r);
   r->done = 0;
   r->status = 0;
   r->task = NULL;

@@ -18,6 +18,8 @@
 ---@field http lunio.http the HTTP client (`require "lunio.http"`)
 ---@field testing lunio.testing busted helpers (`require "lunio.testing"`)
 ---@field coroutine lunio.coroutine drop-in `coroutine` library for coroutines inside tasks
+---@field fs lunio.fs files and directories (`require "lunio.fs"`)
+---@field signal lunio.signal POSIX signals (`require "lunio.signal"`)
 local lunio = {}
 
 -- Running ---------------------------------------------------------------
@@ -96,6 +98,16 @@ function lunio.getaddrinfo(host, port, opts) end
 ---@return string host
 ---@return string service
 function lunio.getnameinfo(address, port) end
+
+---Runs `fn(...)` in a worker thread with its own Lua state and returns its
+---results. `fn` may have no upvalue but _ENV; arguments and results are
+---copied (nil, booleans, numbers, strings and tables of those). An error
+---in the worker is raised here with the worker's traceback. See
+---docs/threads.md.
+---@async
+---@param fn function
+---@return any ...
+function lunio.to_thread(fn, ...) end
 
 ---Opts in to glibc malloc settings for a busy loop (process-wide; never
 ---done on require; the lunio command calls it). True when applied.

@@ -273,49 +273,6 @@ function lunio.versions()
   }
 end
 
--- Minimal lunio.pcall / lunio.xpcall / lunio.is_cancelled, added with
--- issue 11 (its docs and examples catch errors around awaits with them).
--- The full versions come with the newcomer-features branch; on a merge,
--- keep those and drop these.
-local function is_cancelled(err) return core.is_error(err, "cancelled") end
-
-local function rethrow_cancel(ok, ...)
-  if not ok and is_cancelled((...)) then error((...), 0) end
-  return ok, ...
-end
-
----True when `err` is a cancellation error.
----@param err any
----@return boolean
-lunio.is_cancelled = is_cancelled
-
----`pcall` that re-raises a cancellation instead of catching it.
----@param fn function
----@return boolean ok
----@return any ...
-function lunio.pcall(fn, ...)
-  return rethrow_cancel(pcall(fn, ...))
-end
-
----`xpcall` that re-raises a cancellation (the handler does not see it).
----@param fn function
----@param handler function
----@return boolean ok
----@return any ...
-function lunio.xpcall(fn, handler, ...)
-  local cancel
-  local function msgh(err)
-    if is_cancelled(err) then
-      cancel = err
-      return err
-    end
-    return handler(err)
-  end
-  local res = table.pack(xpcall(fn, msgh, ...))
-  if cancel ~= nil and not res[1] then error(cancel, 0) end
-  return table.unpack(res, 1, res.n)
-end
-
 -- lunio.coroutine: the standard library, except that create/resume/wrap
 -- let awaits inside the coroutine suspend the whole task.
 local co_resume, co_create = core.coroutine.resume, core.coroutine.create
