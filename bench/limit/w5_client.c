@@ -7,7 +7,14 @@
  *
  * Build: cc -O2 -o w5_client w5_client.c \
  *          $(pkg-config --cflags --libs libuv libcurl)
- * Usage: w5_client URL COUNT CONC
+ * Usage: w5_client [--lunio-defaults] URL COUNT CONC
+ *
+ * --lunio-defaults sets, once per easy handle, the options every lunio
+ * request has by default (API.md): decompression (Accept-Encoding), a
+ * cookie jar shared by the session, http/https only, redirects followed,
+ * the idle (low-speed) and connect timeouts, its User-Agent and an empty
+ * Expect, an error buffer. It measures what those features cost libcurl
+ * itself, apart from lunio's runtime.
  * Prints: RESULT req_per_s=... mb_per_s=... elapsed_s=... requests=...
  *
  * Integration rules followed (see the project's notes on libcurl+libuv):
@@ -34,6 +41,10 @@ static CURLM *multi;
 static uv_timer_t timer;
 static sock_ctx *fds[MAX_FD];
 static const char *url;
+static int lunio_defaults;
+static CURLSH *share;
+static struct curl_slist *headers;
+static char errbuf[CURL_ERROR_SIZE];
 static long remaining; /* requests not yet started */
 static long completed, failed, total_requests;
 static unsigned long long total_bytes;
@@ -163,9 +174,39 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *ud,
   return 0;
 }
 
+/* The options of a lunio request without options (see the top). */
+static void set_lunio_defaults(CURL *e) {
+  if (share == NULL) {
+    share = curl_share_init();
+    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_COOKIE);
+    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    headers = curl_slist_append(NULL, "User-Agent: lunio/" "0.1.0");
+    headers = curl_slist_append(headers, "Expect:");
+  }
+  curl_easy_setopt(e, CURLOPT_SHARE, share);
+  curl_easy_setopt(e, CURLOPT_COOKIEFILE, "");
+  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(e, CURLOPT_MAXREDIRS, 10L);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 30L);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "--lunio-defaults") == 0) {
+    lunio_defaults = 1;
+    argv++;
+    argc--;
+  }
   if (argc < 4) {
-    fprintf(stderr, "usage: %s URL COUNT CONC\n", argv[0]);
+    fprintf(stderr, "usage: %s [--lunio-defaults] URL COUNT CONC\n",
+            argv[0]);
     return 2;
   }
   url = argv[1];
@@ -191,12 +232,17 @@ int main(int argc, char **argv) {
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_closesocket);
+    if (lunio_defaults)
+      set_lunio_defaults(e);
     start_request(e);
   }
   uv_run(loop, UV_RUN_DEFAULT);
   double elapsed = uv_hrtime() * 1e-9 - t0;
 
   curl_multi_cleanup(multi);
+  if (share != NULL)
+    curl_share_cleanup(share);
+  curl_slist_free_all(headers);
   uv_close((uv_handle_t *)&timer, NULL);
   uv_run(loop, UV_RUN_DEFAULT);
   curl_global_cleanup();
