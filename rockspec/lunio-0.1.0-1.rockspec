@@ -45,7 +45,7 @@ build = {
   modules = {
     ["lunio.core"] = {
       sources = {
-        "src/clock.c", "src/core.c", "src/coro.c", "src/dns.c",
+        "src/buf.c", "src/clock.c", "src/core.c", "src/coro.c", "src/dns.c",
         "src/errors.c", "src/http.c", "src/loop.c", "src/req.c",
         "src/resource.c", "src/sched.c", "src/task.c",
       },

@@ -55,12 +55,6 @@
 typedef struct sess sess;
 typedef struct xfer xfer;
 
-/* A byte queue: [off, len) is unread. */
-typedef struct hbuf {
-  char *p;
-  size_t off, len, cap;
-} hbuf;
-
 /* Body buffers kept for reuse: glibc serves each large buffer with a fresh
  * mmap (its dynamic threshold never covers a same-sized request), so a new
  * 1 MiB buffer per response costs 256 page faults; reuse costs none. */
@@ -71,7 +65,7 @@ enum { SPARE_MAX = 8 };
  * Sessions are the loop's resources; the module-level session is kept in
  * the loop's state table under default_session_key. */
 typedef struct http_loop {
-  hbuf spare[SPARE_MAX];
+  lunio_buf spare[SPARE_MAX];
   int nspare;
 } http_loop;
 
@@ -134,7 +128,7 @@ struct xfer {
   FILE *out;
   char *out_path;
   char *req_url, *eff_url;
-  hbuf body, head;
+  lunio_buf body, head;
   curl_off_t received, max_body;
   curl_off_t dlnow, dltotal;
   long status, version;
@@ -143,46 +137,6 @@ struct xfer {
 };
 
 /* ---- small helpers ----------------------------------------------------- */
-
-static size_t hbuf_avail(const hbuf *b) { return b->len - b->off; }
-
-static int hbuf_reserve(hbuf *b, size_t extra) {
-  size_t need, cap;
-  char *p;
-  if (b->off > 0 && b->off == b->len)
-    b->off = b->len = 0;
-  if (b->len + extra <= b->cap)
-    return 0;
-  if (b->off > 0) { /* compact before growing */
-    memmove(b->p, b->p + b->off, b->len - b->off);
-    b->len -= b->off;
-    b->off = 0;
-    if (b->len + extra <= b->cap)
-      return 0;
-  }
-  need = b->len + extra;
-  cap = b->cap ? b->cap : 1024;
-  while (cap < need)
-    cap *= 2;
-  p = realloc(b->p, cap);
-  if (p == NULL)
-    return -1;
-  b->p = p;
-  b->cap = cap;
-  return 0;
-}
-
-static int hbuf_add(hbuf *b, const char *s, size_t n) {
-  if (n == 0)
-    return 0;
-  if (hbuf_reserve(b, n) != 0)
-    return -1;
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  return 0;
-}
-
-static void hbuf_free(hbuf *b);
 
 static void hl_free(lunio_loop *loop, void *ext);
 
@@ -202,12 +156,7 @@ static void body_recycle(xfer *x) {
     hl->spare[hl->nspare++] = x->body;
     memset(&x->body, 0, sizeof x->body);
   } else
-    hbuf_free(&x->body);
-}
-
-static void hbuf_free(hbuf *b) {
-  free(b->p);
-  memset(b, 0, sizeof *b);
+    lunio__buf_free(&x->body, NULL);
 }
 
 static char *xstrdup(const char *s) {
@@ -228,7 +177,7 @@ static void hl_free(lunio_loop *loop, void *ext) {
   http_loop *hl = ext;
   (void)loop;
   while (hl->nspare > 0)
-    hbuf_free(&hl->spare[--hl->nspare]);
+    lunio__buf_free(&hl->spare[--hl->nspare], NULL);
 }
 
 /* ---- signal list: transfers whose parked task may need a wake-up ------- */
@@ -264,7 +213,7 @@ static int xfer_wake_cond(const xfer *x) {
   if (x->state != X_RUNNING)
     return 1;
   if (x->stream)
-    return x->headers_ready || hbuf_avail(&x->body) > 0;
+    return x->headers_ready || lunio__buf_avail(&x->body) > 0;
   return x->want_progress && x->progress_dirty;
 }
 
@@ -428,7 +377,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
     x->headers_ready = 0;
   } else if (len >= 9 && strncasecmp(p, "location:", 9) == 0)
     x->location_seen = 1;
-  if (hbuf_add(&x->head, p, len) != 0)
+  if (lunio__buf_add(&x->head, p, len, NULL) != 0)
     return 0;
   if ((len == 2 && p[0] == '\r') || (len == 1 && p[0] == '\n')) {
     /* End of a header block: final unless informational or a redirect
@@ -465,7 +414,7 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
   if (x->stream) {
     if (!x->headers_ready)
       x->headers_ready = 1;
-    if (hbuf_avail(&x->body) >= STREAM_HWM) {
+    if (lunio__buf_avail(&x->body) >= STREAM_HWM) {
       x->paused = 1;
       sig_push(x);
       return CURL_WRITEFUNC_PAUSE;
@@ -480,10 +429,11 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
       x->body = hl->spare[--hl->nspare];
     curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
     if (cl > 0 && (x->max_body < 0 || cl <= x->max_body))
-      hbuf_reserve(&x->body, cl < BODY_RESERVE_MAX ? (size_t)cl
-                                                   : (size_t)BODY_RESERVE_MAX);
+      lunio__buf_reserve(
+          &x->body,
+          cl < BODY_RESERVE_MAX ? (size_t)cl : (size_t)BODY_RESERVE_MAX, NULL);
   }
-  if (hbuf_add(&x->body, p, len) != 0) {
+  if (lunio__buf_add(&x->body, p, len, NULL) != 0) {
     x->write_errno = ENOMEM;
     return 0;
   }
@@ -1054,8 +1004,8 @@ static int xfer_gc(lua_State *L) {
   xfer *x = luaL_checkudata(L, 1, XFER_MT);
   xfer_abort(x, "aborted", "the transfer was collected");
   xfer_close_output(x);
-  hbuf_free(&x->body);
-  hbuf_free(&x->head);
+  lunio__buf_free(&x->body, NULL);
+  lunio__buf_free(&x->head, NULL);
   free(x->req_url);
   free(x->eff_url);
   free(x->out_path);
@@ -1067,7 +1017,7 @@ static int xfer_gc(lua_State *L) {
 static int xfer_close(lua_State *L) {
   xfer *x = check_xfer(L, 1);
   xfer_abort(x, "aborted", "the response was closed");
-  hbuf_free(&x->body);
+  lunio__buf_free(&x->body, NULL);
   return 0;
 }
 
@@ -1182,12 +1132,12 @@ static void push_info(lua_State *L, xfer *x) {
   }
   if (!x->stream && !x->out_path) {
     lua_pushlstring(L, x->body.p ? x->body.p + x->body.off : "",
-                    hbuf_avail(&x->body));
+                    lunio__buf_avail(&x->body));
     lua_setfield(L, info, "body");
     body_recycle(x);
   }
   if (!x->stream)
-    hbuf_free(&x->head);
+    lunio__buf_free(&x->head, NULL);
 }
 
 /* Stack of perform and its continuation:
@@ -1517,7 +1467,7 @@ static int http_perform(lua_State *L) {
 /* Resumes a paused stream once the reader drained below half the mark. */
 static void maybe_unpause(xfer *x) {
   if (x->paused && x->state == X_RUNNING && x->easy &&
-      hbuf_avail(&x->body) < STREAM_HWM / 2) {
+      lunio__buf_avail(&x->body) < STREAM_HWM / 2) {
     x->paused = 0;
     curl_easy_pause(x->easy, CURLPAUSE_CONT); /* may call on_write now */
   }
@@ -1527,7 +1477,7 @@ static int read_k(lua_State *L, int status, lua_KContext ctx);
 
 static int read_wait(lua_State *L, xfer *x) {
   lua_Integer n = lua_tointeger(L, 2);
-  size_t avail = hbuf_avail(&x->body);
+  size_t avail = lunio__buf_avail(&x->body);
   lunio_task *t;
   if (avail > 0) {
     size_t take = n > 0 && (size_t)n < avail ? (size_t)n : avail;
@@ -1582,7 +1532,7 @@ static int http_transfer_info(lua_State *L) {
   push_timings(L, x);
   lua_pushinteger(L, (lua_Integer)x->dlnow);
   lua_pushboolean(L, x->state == X_DONE);
-  lua_pushinteger(L, (lua_Integer)hbuf_avail(&x->body));
+  lua_pushinteger(L, (lua_Integer)lunio__buf_avail(&x->body));
   lua_pushboolean(L, x->paused);
   return 5;
 }

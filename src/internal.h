@@ -9,6 +9,7 @@
  *
  *   modules    http.c  dns.c  (streams, fs, processes ... as they come)
  *   I/O core   req.c       await one libuv request from a task
+ *              buf.c       byte queues and a buffer pool
  *   Lua types  loop.c  task.c  coro.c
  *   scheduler  sched.c     ready ring, tick, park/wake/step, runners
  *              clock.c     time, virtual clock, timer heap
@@ -427,6 +428,46 @@ void lunio__req_done(lunio_req *r, int status);
 int lunio__req_resumed(lua_State *L, lunio_req *r);
 /* Release r (its cleanup, then the memory). */
 void lunio__req_free(lunio_req *r);
+
+/* ---- buf.c: byte queues and a buffer pool ---------------------------- */
+
+/* A byte queue: [off, len) of p is unread. Zeroed = empty. */
+typedef struct lunio_buf {
+  char *p;
+  size_t off, len, cap;
+} lunio_buf;
+
+#define LUNIO_POOL_MIN ((size_t)1024) /* the smallest class */
+#define LUNIO_POOL_CLASSES 13         /* 1 KiB .. 4 MiB */
+#define LUNIO_POOL_KEEP 32            /* most blocks kept per small class */
+#define LUNIO_POOL_MAX_KEPT ((size_t)8 << 20) /* most bytes kept in all */
+
+/* Blocks in power-of-two classes kept for reuse (per loop; zeroed = empty). */
+typedef struct lunio_pool {
+  void *blocks[LUNIO_POOL_CLASSES][LUNIO_POOL_KEEP];
+  int n[LUNIO_POOL_CLASSES];
+  size_t kept;
+} lunio_pool;
+
+/* Unread bytes of b. */
+#define lunio__buf_avail(b) ((b)->len - (b)->off)
+/* A block of at least size bytes (its size in *cap), reused when the pool
+ * (may be NULL) has one; NULL when out of memory. */
+void *lunio__pool_get(lunio_pool *pool, size_t size, size_t *cap);
+/* Give back a block of lunio__pool_get (kept for reuse, or freed). */
+void lunio__pool_put(lunio_pool *pool, void *p, size_t cap);
+/* Free every block the pool keeps. */
+void lunio__pool_free(lunio_pool *pool);
+/* Room for `extra` more bytes at the end of b: compacts, then grows (from
+ * pool, or with realloc when pool is NULL). 0 or UV_ENOMEM (b unchanged). */
+int lunio__buf_reserve(lunio_buf *b, size_t extra, lunio_pool *pool);
+/* Append n bytes; 0 or UV_ENOMEM. */
+int lunio__buf_add(lunio_buf *b, const void *s, size_t n, lunio_pool *pool);
+/* Drop the first n unread bytes; with a pool, an emptied queue gives its
+ * memory back. */
+void lunio__buf_consume(lunio_buf *b, size_t n, lunio_pool *pool);
+/* Release b's memory (to pool, or free when NULL) and zero it. */
+void lunio__buf_free(lunio_buf *b, lunio_pool *pool);
 
 /* ---- loop.c ---------------------------------------------------------- */
 
