@@ -112,7 +112,22 @@ struct lunio_task {
  * run and raise. */
 enum {
   LUNIO_EV_WATCHDOG = 1 << 0, /* the watchdog timer fired */
-  LUNIO_EV_ABORT = 1 << 1     /* second SIGINT while idle: leave run() */
+  LUNIO_EV_ABORT = 1 << 1,    /* second SIGINT while idle: leave run() */
+  LUNIO_EV_DEFERRED = 1 << 2  /* lunio__defer queued a call */
+};
+
+/*
+ * A call that a libuv callback asks for and the scheduler makes later, in
+ * Lua context, between ticks (see lunio__defer): how a module that must
+ * not run Lua inside libuv turns "a connection arrived" into Lua work.
+ * Embedded in the module's struct; queued at most once.
+ */
+typedef struct lunio_deferred lunio_deferred;
+struct lunio_deferred {
+  lunio_deferred *next, *prev;
+  /* Runs with L the loop's thread, outside any task; must not raise. */
+  void (*fn)(lua_State *L, lunio_deferred *d);
+  int queued;
 };
 
 /*
@@ -138,8 +153,9 @@ struct lunio_loop {
                                 coroutine, or a lunio.coroutine it resumed */
   lunio_task *main;          /* main task of the current run() */
   lunio_resource *resources; /* open resources, newest first */
-  lunio_ext *exts;           /* module extensions, newest first */
-  double armed;              /* deadline the uv timer is armed for, or -1 */
+  lunio_deferred *deferred, *deferred_tail; /* lunio__defer's queue */
+  lunio_ext *exts;    /* module extensions, newest first */
+  double armed;       /* deadline the uv timer is armed for, or -1 */
   double vt_offset;   /* added to the monotonic clock; under virtual time,
                          the clock itself (see lunio__time) */
   double vt_io_start; /* real time the current burst of I/O began */
@@ -339,6 +355,11 @@ int lunio__set_global_handler(lua_State *L);
 void lunio__open_sched(lua_State *L);
 /* Free the scheduler's C memory (ready ring, heap). */
 void lunio__sched_free(lunio_loop *loop);
+/* Queue d->fn to run soon from the scheduler's tick, in Lua context (no-op
+ * when queued). No Lua, no allocation: libuv callbacks may call it. */
+void lunio__defer(lunio_loop *loop, lunio_deferred *d);
+/* Unqueue d (its owner closes); no-op when not queued. */
+void lunio__defer_cancel(lunio_loop *loop, lunio_deferred *d);
 /* libuv callbacks of the loop's own handles (set up by loop.c). */
 void lunio__on_timer(uv_timer_t *timer);
 

@@ -1261,6 +1261,54 @@ static int can_wake(lunio_loop *loop) {
   return loop->io_pending > 0 || uv_loop_alive(&loop->uv);
 }
 
+/* ---- deferred calls ---------------------------------------------------- */
+
+void lunio__defer(lunio_loop *loop, lunio_deferred *d) {
+  if (d->queued)
+    return;
+  d->queued = 1;
+  d->next = NULL;
+  d->prev = loop->deferred_tail;
+  if (loop->deferred_tail != NULL)
+    loop->deferred_tail->next = d;
+  else
+    loop->deferred = d;
+  loop->deferred_tail = d;
+  loop->events |= LUNIO_EV_DEFERRED;
+  if (loop->in_uv) /* as lunio__ready_push: do not block in poll now */
+    uv_stop(&loop->uv);
+}
+
+void lunio__defer_cancel(lunio_loop *loop, lunio_deferred *d) {
+  if (!d->queued)
+    return;
+  d->queued = 0;
+  if (d->prev != NULL)
+    d->prev->next = d->next;
+  else
+    loop->deferred = d->next;
+  if (d->next != NULL)
+    d->next->prev = d->prev;
+  else
+    loop->deferred_tail = d->prev;
+  d->next = d->prev = NULL;
+}
+
+/* Runs the calls queued when it starts (one queued again meanwhile waits
+ * for the next round, so a call cannot keep the tick busy). */
+static void run_deferred(lua_State *L, lunio_loop *loop) {
+  lunio_deferred *d;
+  int n = 0;
+  for (d = loop->deferred; d != NULL; d = d->next)
+    n++;
+  while (n-- > 0 && (d = loop->deferred) != NULL) {
+    lunio__defer_cancel(loop, d);
+    d->fn(L, d);
+  }
+  if (loop->deferred != NULL)
+    loop->events |= LUNIO_EV_DEFERRED;
+}
+
 /* Acts on what libuv callbacks and the SIGINT handler noticed. */
 static void process_events(lua_State *L, lunio_loop *loop) {
   int ev = loop->events;
@@ -1294,6 +1342,8 @@ static void process_events(lua_State *L, lunio_loop *loop) {
   }
   if (ev & LUNIO_EV_ABORT)
     loop->stopping = 1;
+  if (ev & LUNIO_EV_DEFERRED)
+    run_deferred(L, loop);
 }
 
 /* One scheduler tick: step what is ready, then one libuv pass. Returns 1
