@@ -46,7 +46,7 @@ build = {
       sources = {
         "src/buf.c", "src/clock.c", "src/core.c", "src/coro.c", "src/dns.c",
         "src/errors.c", "src/http.c", "src/loop.c", "src/req.c",
-        "src/resource.c", "src/sched.c", "src/task.c",
+        "src/resource.c", "src/sched.c", "src/stream.c", "src/task.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "$(LIBUV_INCDIR)", "$(LIBCURL_INCDIR)" },
@@ -58,6 +58,7 @@ build = {
     ["lunio.sync"] = "lua/lunio/sync.lua",
     ["lunio.combinators"] = "lua/lunio/combinators.lua",
     ["lunio.http"] = "lua/lunio/http.lua",
+    ["lunio.stream"] = "lua/lunio/stream.lua",
     ["lunio.cli"] = "lua/lunio/cli.lua",
     ["lunio.util"] = "lua/lunio/util.lua",
   },

@@ -7,7 +7,7 @@
  *
  * Layers (a file calls only into its own layer or the ones below it):
  *
- *   modules    http.c  dns.c  (streams, fs, processes ... as they come)
+ *   modules    http.c  dns.c  stream.c  (fs, processes ... as they come)
  *   I/O core   req.c       await one libuv request from a task
  *              buf.c       byte queues and a buffer pool
  *   Lua types  loop.c  task.c  coro.c
@@ -519,5 +519,16 @@ void lunio__open_coroutine(lua_State *L); /* pushes the lunio.coroutine table */
 
 void lunio__open_http(lua_State *L); /* pushes the core http table */
 void lunio__open_dns(lua_State *L);  /* adds getaddrinfo/getnameinfo */
+
+/* ---- stream.c: streams, listeners, UDP --------------------------------- */
+
+void lunio__open_stream(lua_State *L); /* pushes the core stream table */
+/* For process pipes: pushes a Stream that owns a new uv_pipe_t, initialised
+ * (uv_pipe_init, no IPC) but not open, and returns it for uv_spawn's
+ * UV_CREATE_PIPE; once spawned, the Stream reads and writes it. On a failed
+ * spawn, close it with lunio__stream_close_at. */
+uv_pipe_t *lunio__stream_new_pipe(lua_State *L, lunio_loop *loop);
+/* Closes the Stream at idx at once, dropping queued writes (idempotent). */
+void lunio__stream_close_at(lua_State *L, int idx);
 
 #endif

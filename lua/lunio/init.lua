@@ -60,6 +60,64 @@ lunio.is_error = core.is_error
 ---Makes a lunio error table: `lunio.error("timeout", "too slow", {url=u})`.
 lunio.error = core.new_error
 
+-- (streams branch: a copy of the newcomer branch's lunio.pcall, so that the
+-- networking examples can use it before that branch is merged.)
+-- Cancellation-safe catching. Lua's pcall catches everything, also the
+-- "cancelled" error that stops a task (like Python's `except BaseException`);
+-- these re-raise a cancellation instead, unchanged: timeout scopes and task
+-- groups recognise their own cancellation by identity. Lua 5.4's pcall and
+-- xpcall are yieldable, so awaits inside still work (no C boundary here).
+local is_error = core.is_error
+
+---True when `err` is a cancellation error (kind "cancelled").
+---@param err any
+---@return boolean
+local function is_cancelled(err)
+  return is_error(err, "cancelled")
+end
+lunio.is_cancelled = is_cancelled
+
+local function pcall_finish(ok, ...)
+  if not ok and is_error((...), "cancelled") then error((...), 0) end
+  return ok, ...
+end
+
+---As `pcall`, but a cancellation is re-raised instead of caught. Use it
+---around awaits.
+---@async
+---@param fn function|table
+---@return boolean ok
+---@return any ...
+function lunio.pcall(fn, ...)
+  return pcall_finish(pcall(fn, ...))
+end
+
+local function xpcall_finish(state, ok, ...)
+  if not ok and state.cancelled then error((...), 0) end
+  return ok, ...
+end
+
+---As `xpcall`, but a cancellation is re-raised instead of caught, and
+---`handler` is not called for it.
+---@async
+---@param fn function|table
+---@param handler function
+---@return boolean ok
+---@return any ...
+function lunio.xpcall(fn, handler, ...)
+  if not is_callable(handler) then
+    arg_error(2, "xpcall", "function expected, got " .. type(handler))
+  end
+  local state = {}
+  return xpcall_finish(state, xpcall(fn, function(err)
+    if is_error(err, "cancelled") then
+      state.cancelled = true
+      return err
+    end
+    return handler(err)
+  end, ...))
+end
+
 ---The running Loop; raises when no loop runs.
 function lunio.get_running_loop()
   local loop = core.running_loop()
@@ -161,9 +219,12 @@ lunio.coroutine = {
 -- that `require "lunio"` stays cheap.
 local lazy = {
   http = function() return require "lunio.http" end,
+  stream = function() return require "lunio.stream" end,
   testing = function() return require "lunio.testing" end,
 }
-local lazy_sets = { "lunio.sync", "lunio.combinators" }
+-- lunio.stream: open_connection, start_server, open_unix_connection,
+-- start_unix_server, udp_bind.
+local lazy_sets = { "lunio.sync", "lunio.combinators", "lunio.stream" }
 
 setmetatable(lunio, {
   __index = function(t, k)
