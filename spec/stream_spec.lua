@@ -633,7 +633,8 @@ time.sleep(30)']], "r")
             local _ <close> = setmetatable({}, { __close = function() cleaned = cleaned + 1 end })
             s:read()
           end, "127.0.0.1", 0)
-          for _ = 1, 3 do lunio.open_connection("127.0.0.1", server.port) end
+          local clients = {} -- held: a collected stream would close
+          for i = 1, 3 do clients[i] = lunio.open_connection("127.0.0.1", server.port) end
           wait_for(function() return server:connections() == 3 end)
         end)
         loop:close()
