@@ -124,7 +124,9 @@ describe("examples/port_check.lua", function()
     -- a listening socket: the kernel completes connects even while this
     -- loop does not run to accept them
     local loop = lunio.new_loop()
-    local server = loop:run(function() return lunio.start_server(function() end, "127.0.0.1", 0) end)
+    local server = loop:run(function()
+      return lunio.start_server(function() end, "127.0.0.1", 0)
+    end)
     local closed = loop:run(function()
       local s = lunio.start_server(function() end, "127.0.0.1", 0)
       local port = s.port
