@@ -628,17 +628,18 @@ time.sleep(30)']], "r")
         local fds = core.open_fds()
         local loop = lunio.new_loop()
         local cleaned = 0
+        local clients = {} -- held: a collected stream would close
         loop:run(function()
           local server = lunio.start_server(function(s)
             local _ <close> = setmetatable({}, { __close = function() cleaned = cleaned + 1 end })
             s:read()
           end, "127.0.0.1", 0)
-          local clients = {} -- held: a collected stream would close
           for i = 1, 3 do clients[i] = lunio.open_connection("127.0.0.1", server.port) end
           wait_for(function() return server:connections() == 3 end)
         end)
         loop:close()
         assert.are.equal(3, cleaned)
+        assert.is_true(clients[3]:closed()) -- closed by the loop
         collectgarbage()
         assert.are.equal(fds, core.open_fds())
       end)
