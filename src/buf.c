@@ -22,9 +22,14 @@
 
 #include "internal.h"
 
-/* Blocks kept per class: many of the small ones (one per busy stream), few
- * of the large ones (only bulk reads use them). */
-static int class_keep(int c) { return c < 7 ? LUNIO_POOL_KEEP : 2; }
+/* Blocks kept per class: many of the small ones (a busy server has one per
+ * connection with unread data), a couple of the large ones (bulk reads),
+ * none beyond 512 KiB. */
+static int class_keep(int c) {
+  return c < 7    ? (int)(((size_t)1 << 20) / (LUNIO_POOL_MIN << c))
+         : c < 10 ? 2
+                  : 0;
+}
 
 /* The smallest class holding `size` bytes, or -1 beyond the largest. */
 static int class_of(size_t size) {
@@ -63,9 +68,19 @@ void lunio__pool_put(lunio_pool *pool, void *p, size_t cap) {
     return;
   c = class_of(cap);
   if (pool == NULL || c < 0 || (LUNIO_POOL_MIN << c) != cap ||
-      pool->n[c] >= class_keep(c) || pool->kept + cap > LUNIO_POOL_MAX_KEPT) {
+      pool->n[c] >= class_keep(c)) {
     free(p);
     return;
+  }
+  if (pool->n[c] == pool->cap[c]) {
+    int ncap = pool->cap[c] ? pool->cap[c] * 2 : 16;
+    void **stack = realloc(pool->blocks[c], (size_t)ncap * sizeof *stack);
+    if (stack == NULL) {
+      free(p);
+      return;
+    }
+    pool->blocks[c] = stack;
+    pool->cap[c] = ncap;
   }
   pool->blocks[c][pool->n[c]++] = p;
   pool->kept += cap;
@@ -73,9 +88,13 @@ void lunio__pool_put(lunio_pool *pool, void *p, size_t cap) {
 
 void lunio__pool_free(lunio_pool *pool) {
   int c;
-  for (c = 0; c < LUNIO_POOL_CLASSES; c++)
+  for (c = 0; c < LUNIO_POOL_CLASSES; c++) {
     while (pool->n[c] > 0)
       free(pool->blocks[c][--pool->n[c]]);
+    free(pool->blocks[c]);
+    pool->blocks[c] = NULL;
+    pool->cap[c] = 0;
+  }
   pool->kept = 0;
 }
 

@@ -460,14 +460,14 @@ typedef struct lunio_buf {
 
 #define LUNIO_POOL_MIN ((size_t)1024) /* the smallest class */
 #define LUNIO_POOL_CLASSES 13         /* 1 KiB .. 4 MiB */
-#define LUNIO_POOL_KEEP 32            /* most blocks kept per small class */
-#define LUNIO_POOL_MAX_KEPT ((size_t)8 << 20) /* most bytes kept in all */
 
-/* Blocks in power-of-two classes kept for reuse (per loop; zeroed = empty). */
+/* Blocks in power-of-two classes kept for reuse (per loop; zeroed = empty):
+ * up to 1 MiB of each class up to 64 KiB, two blocks of 128 to 512 KiB,
+ * none larger. */
 typedef struct lunio_pool {
-  void *blocks[LUNIO_POOL_CLASSES][LUNIO_POOL_KEEP];
-  int n[LUNIO_POOL_CLASSES];
-  size_t kept;
+  void **blocks[LUNIO_POOL_CLASSES]; /* a stack per class */
+  int n[LUNIO_POOL_CLASSES], cap[LUNIO_POOL_CLASSES];
+  size_t kept; /* bytes in all stacks */
 } lunio_pool;
 
 /* Unread bytes of b. */

@@ -474,6 +474,23 @@ static stream *check_open(lua_State *L, stream_ud *ud) {
 
 #define STREAM_ARG(L) check_open(L, to_stream(L, 1))
 
+/* The task L runs for, found through the loop of the object it waits on:
+ * reads and writes are the hot path, and lunio__check_in_task looks the
+ * running loop up in the registry. Raises as that does outside a task, and
+ * when the object belongs to another loop. */
+static lunio_task *current_task(lua_State *L, lunio_loop *loop,
+                                const char *fname) {
+  lunio_task *t = loop->current;
+  if (t != NULL && loop->running_co == L && loop->chain_yieldable &&
+      lua_isyieldable(L))
+    return t;
+  t = lunio__check_in_task(L, fname);
+  if (t->loop != loop)
+    lunio__error_raise(L, "invalid_state",
+                       "'%s': this object belongs to another loop", fname);
+  return t;
+}
+
 /* ---- reading ------------------------------------------------------------ */
 
 enum { R_SOME, R_EXACT, R_UNTIL, R_LINE, R_ALL };
@@ -643,7 +660,7 @@ static int read_wait(lua_State *L, stream_ud *ud, int mode) {
     s->hold = 0;
     return lunio__uv_error_raise(L, rc, "read");
   }
-  t = lunio__check_in_task(L, read_names[mode]);
+  t = current_task(L, s->loop, read_names[mode]);
   s->reader = t;
   s->read_busy = t;
   return lunio__park_c(L, t, reader_on_cancel, s, mode, read_k);
@@ -651,12 +668,14 @@ static int read_wait(lua_State *L, stream_ud *ud, int mode) {
 
 static int read_k(lua_State *L, int status, lua_KContext ctx) {
   stream_ud *ud = lua_touserdata(L, 1);
-  lunio_task *t = lunio__task_of(L);
+  lunio_task *t;
   (void)status;
   if (ud->s != NULL) {
+    t = current_task(L, ud->s->loop, read_names[ctx]);
     ud->s->read_busy = NULL;
     ud->s->reader = NULL;
-  }
+  } else
+    t = lunio__task_of(L);
   lunio__resumed(L, t); /* a cancellation: what arrived stays queued */
   if (ud->s != NULL)
     ud->s->hold = 0;
@@ -831,9 +850,10 @@ static int write_wait(lua_State *L, stream_ud *ud, int what) {
       return lunio__uv_error_raise(L, s->shut_status, "shutdown");
     return 0;
   }
-  t = lunio__check_in_task(L, what == W_WRITE   ? "write"
-                              : what == W_DRAIN ? "drain"
-                                                : "shutdown");
+  t = current_task(L, s->loop,
+                   what == W_WRITE   ? "write"
+                   : what == W_DRAIN ? "drain"
+                                     : "shutdown");
   if (s->nwaiters == s->capwaiters) {
     int cap = s->capwaiters ? s->capwaiters * 2 : 4;
     waiter *w = realloc(s->waiters, (size_t)cap * sizeof *w);
