@@ -45,8 +45,9 @@ build = {
     ["lunio.core"] = {
       sources = {
         "src/buf.c", "src/clock.c", "src/core.c", "src/coro.c", "src/dns.c",
-        "src/errors.c", "src/http.c", "src/loop.c", "src/req.c",
-        "src/resource.c", "src/sched.c", "src/stream.c", "src/task.c",
+        "src/errors.c", "src/http.c", "src/http_multi.c", "src/loop.c",
+        "src/req.c", "src/resource.c", "src/sched.c", "src/stream.c",
+        "src/task.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "$(LIBUV_INCDIR)", "$(LIBCURL_INCDIR)" },
