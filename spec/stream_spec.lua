@@ -820,7 +820,8 @@ time.sleep(30)']], "r")
     end))
 
     it("connecting to a missing socket raises enoent", async(function()
-      raises("enoent", lunio.open_unix_connection, dir .. "/missing.sock")
+      local err = raises("enoent", lunio.open_unix_connection, dir .. "/missing.sock")
+      assert.are.equal(dir .. "/missing.sock", err.path)
     end))
   end)
 

@@ -674,11 +674,10 @@ static int read_k(lua_State *L, int status, lua_KContext ctx) {
     t = current_task(L, ud->s->loop, read_names[ctx]);
     ud->s->read_busy = NULL;
     ud->s->reader = NULL;
+    ud->s->hold = 0; /* read_wait sets it again if it must wait more */
   } else
     t = lunio__task_of(L);
   lunio__resumed(L, t); /* a cancellation: what arrived stays queued */
-  if (ud->s != NULL)
-    ud->s->hold = 0;
   return read_wait(L, ud, (int)ctx);
 }
 
@@ -1279,9 +1278,13 @@ static void listener_deliver(lua_State *L, lunio_deferred *d) {
   if (l->closed)
     return;
   if (l->stalled) {
+    /* libuv holds a connection and watches the socket no more until it
+     * is taken: try again at every round until memory allows. */
     l->stalled = 0;
-    if (accept_one(l) < 0)
-      l->stalled = 1; /* still no memory: the next connection retries */
+    if (accept_one(l) < 0) {
+      l->stalled = 1;
+      lunio__defer(l->loop, &l->deliver);
+    }
   }
   if (!lua_checkstack(L, 8))
     return;

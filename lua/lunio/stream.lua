@@ -267,8 +267,11 @@ function M.open_unix_connection(path, opts)
   check_path(path, 1, "open_unix_connection")
   opts = check_opts(opts, 2, "open_unix_connection", CONNECT_OPTS)
   running_task("open_unix_connection")
-  return with_timeout(opts.timeout, "connecting to " .. path, pipe_connect, path,
-    opts.limit, opts.write_high_water, opts.read_high_water)
+  local ok, res = pcall(with_timeout, opts.timeout, "connecting to " .. path, pipe_connect,
+    path, opts.limit, opts.write_high_water, opts.read_high_water)
+  if ok then return res end
+  if is_error(res) and not is_error(res, "cancelled") then res.path = path end
+  error(res, 0)
 end
 
 -- ---------------------------------------------------------------------------
