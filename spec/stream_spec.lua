@@ -122,6 +122,27 @@ describe("lunio streams", function()
       assert.are.equal(200000, n)
     end))
 
+    it("keeps bytes in order when small arrivals outgrow the stream's own buffer",
+      async(function()
+        local p <close> = pair()
+        local c, s = p.c, p.s
+        local sent = {}
+        for i = 1, 40 do -- separate arrivals: 5 to 200 bytes each
+          local piece = ("%03d:"):format(i) .. string.rep(string.char(64 + i % 26), i * 5)
+          sent[#sent + 1] = piece
+          c:write(piece)
+          lunio.sleep(0.001)
+          if i % 7 == 0 then -- take a little now and then
+            local want = table.concat(sent)
+            local got = s:read_exactly(#want > 10 and 10 or #want)
+            assert.are.equal(want:sub(1, #got), got)
+            sent = { want:sub(#got + 1) }
+          end
+        end
+        local want = table.concat(sent)
+        assert.are.equal(want, s:read_exactly(#want))
+      end))
+
     it("read returns nil at EOF, again and again", async(function()
       local p <close> = pair()
       local c, s = p.c, p.s

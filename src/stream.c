@@ -63,6 +63,9 @@
 /* A read at least this large into an empty queue becomes the queue's block
  * (no copy); smaller ones are copied into a block of their size. */
 #define SWAP_MIN ((size_t)16 * 1024)
+/* Reads this small into an empty queue go to a buffer inside the stream:
+ * request/response traffic then never takes a block from the pool. */
+#define SMALL_CAP 256
 /* UDP: received datagrams queued before receiving pauses; queued sends. */
 #define UDP_RECV_MAX_COUNT 1024
 #define UDP_RECV_MAX_BYTES ((size_t)1 << 20)
@@ -250,6 +253,8 @@ struct stream {
   int connect_status, shut_status;
   unsigned kind : 1, reading : 1, started : 1, connecting : 1, shutting : 1,
       shut_done : 1, closing : 1, closed : 1, nosend : 1;
+  int fd;                /* the socket, once connected or accepted */
+  char small[SMALL_CAP]; /* rb's memory while it holds little */
 };
 
 struct stream_ud {
@@ -264,6 +269,60 @@ enum { C_FLUSH, C_NOW, C_RESET };
 static const lunio_resource_ops stream_resource;
 static void stream_finish_close(stream *s, int how);
 
+/* ---- the read queue: the small buffer, else pool blocks ----------------- */
+
+static void rb_release(stream *s) {
+  if (s->rb.p == s->small)
+    memset(&s->rb, 0, sizeof s->rb);
+  else
+    lunio__buf_free(&s->rb, &s->sl->pool);
+}
+
+/* Appends n bytes; 0 or UV_ENOMEM. */
+static int rb_add(stream *s, const char *data, size_t n) {
+  lunio_buf *b = &s->rb;
+  if (b->p == NULL && n <= SMALL_CAP) {
+    b->p = s->small;
+    b->cap = SMALL_CAP;
+  }
+  if (b->p == s->small) {
+    size_t have = b->len - b->off;
+    if (have + n <= SMALL_CAP) {
+      if (b->len + n > SMALL_CAP) { /* compact */
+        memmove(s->small, s->small + b->off, have);
+        b->off = 0;
+        b->len = have;
+      }
+      memcpy(s->small + b->len, data, n);
+      b->len += n;
+      return 0;
+    }
+    { /* outgrown: move what is unread to a block of the pool */
+      size_t cap;
+      char *p = lunio__pool_get(&s->sl->pool, have + n, &cap);
+      if (p == NULL)
+        return UV_ENOMEM;
+      memcpy(p, s->small + b->off, have);
+      b->p = p;
+      b->cap = cap;
+      b->off = 0;
+      b->len = have;
+    }
+  }
+  return lunio__buf_add(b, data, n, &s->sl->pool);
+}
+
+static void rb_consume(stream *s, size_t n) {
+  lunio_buf *b = &s->rb;
+  if (b->p != s->small) {
+    lunio__buf_consume(b, n, &s->sl->pool);
+    return;
+  }
+  b->off += n;
+  if (b->off == b->len)
+    memset(b, 0, sizeof *b);
+}
+
 static int stream_fd(stream *s) {
   uv_os_fd_t fd = -1;
   uv_fileno(&s->u.h, &fd);
@@ -272,7 +331,7 @@ static int stream_fd(stream *s) {
 
 static void on_stream_closed(uv_handle_t *h) {
   stream *s = h->data;
-  lunio__buf_free(&s->rb, &s->sl->pool);
+  rb_release(s);
   free(s->waiters);
   free(s);
 }
@@ -287,6 +346,7 @@ static stream *stream_alloc(lunio_loop *loop, stream_loop *sl, int kind,
     return NULL;
   }
   s->kind = kind;
+  s->fd = -1;
   s->loop = loop;
   s->sl = sl;
   s->read_hwm = 64 * 1024;
@@ -358,13 +418,12 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
     if (lunio__buf_avail(&s->rb) == 0 && (size_t)nread >= SWAP_MIN &&
         buf->base == sl->slab) {
       /* A big read: the slab becomes the queue's block. */
-      lunio__buf_free(&s->rb, &sl->pool);
+      rb_release(s);
       s->rb.p = sl->slab;
       s->rb.cap = sl->slab_cap;
       s->rb.len = (size_t)nread;
       sl->slab = NULL;
-    } else if (lunio__buf_add(&s->rb, buf->base, (size_t)nread, &sl->pool) !=
-               0) {
+    } else if (rb_add(s, buf->base, (size_t)nread) != 0) {
       s->read_err = UV_ENOBUFS;
       stop_reading(s);
     }
@@ -402,7 +461,7 @@ static void stream_lua_close(stream *s, int how) {
     s->sl->nopen--;
   }
   stop_reading(s);
-  lunio__buf_free(&s->rb, &s->sl->pool);
+  rb_release(s);
   wake_task(s, &s->reader);
   wake_task(s, &s->connector);
   wake_writers(s);
@@ -499,7 +558,7 @@ static const char *const read_names[] = {"read", "read_exactly", "read_until",
                                          "read_line", "read_all"};
 
 static void consume(stream *s, size_t n) {
-  lunio__buf_consume(&s->rb, n, &s->sl->pool);
+  rb_consume(s, n);
   s->scan = 0;
   /* The reader caught up: read again (flow control's low-water mark). */
   if (s->started && !s->reading && s->read_err == 0 &&
@@ -756,9 +815,10 @@ typedef struct wreq {
 static ssize_t direct_write(stream *s, const char *p, size_t len) {
   ssize_t n;
   if (!s->nosend) {
-    int fd = stream_fd(s);
+    if (s->fd < 0)
+      s->fd = stream_fd(s);
     do
-      n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+      n = send(s->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
     if (n >= 0)
       return n;
