@@ -154,9 +154,8 @@ struct lunio_loop {
                                 coroutine, or a lunio.coroutine it resumed */
   lunio_task *main;          /* main task of the current run() */
   lunio_resource *resources; /* open resources, newest first */
-  lunio_deferred *deferred, *deferred_tail; /* lunio__defer's queue */
-  lunio_ext *exts;    /* module extensions, newest first */
-  double armed;       /* deadline the uv timer is armed for, or -1 */
+  lunio_ext *exts;           /* module extensions, newest first */
+  double armed;              /* deadline the uv timer is armed for, or -1 */
   double vt_offset;   /* added to the monotonic clock; under virtual time,
                          the clock itself (see lunio__time) */
   double vt_io_start; /* real time the current burst of I/O began */
@@ -168,6 +167,8 @@ struct lunio_loop {
   uint32_t ticks; /* ticks since the last libuv poll */
   int io_pending; /* I/O in flight: virtual time must not jump */
   int events;     /* LUNIO_EV_* bits */
+  /* Calls queued by lunio__defer, oldest first. */
+  lunio_deferred *deferred, *deferred_tail;
   /* SIGINTs counted by the signal handler (it only ever increments) and
    * the count the scheduler has acted on. */
   volatile sig_atomic_t sigint_count;
