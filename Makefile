@@ -42,8 +42,8 @@ VALGRIND = valgrind -q --error-exitcode=99 --leak-check=full \
 LUACHECK_PATHS = $(wildcard lua spec examples bench bin/lunio)
 C_FILES = $(wildcard src/*.c src/*.h)
 
-.PHONY: help deps build test demo check-asan check-valgrind lint format \
-  bench check-rock clean
+.PHONY: help deps build test demo check-asan check-valgrind check-stress \
+  lint format bench check-rock clean
 
 help:
 	@echo 'Each target first installs the Debian packages it needs (its group):'
@@ -53,6 +53,7 @@ help:
 	@echo 'make demo            build, then run scripts/demo.sh              [test]'
 	@echo 'make check-asan      suite under ASan+UBSan, plain and GC stress  [asan]'
 	@echo 'make check-valgrind  suite under valgrind, plain and GC stress    [valgrind]'
+	@echo 'make check-stress    only the specs tagged stress (long runs)     [test]'
 	@echo 'make lint            luacheck, clang-format --dry-run, C layers [lint]'
 	@echo 'make format          clang-format -i src/*.c src/*.h              [lint]'
 	@echo 'make bench           run bench/run                                [bench]'
@@ -75,8 +76,13 @@ build:
 test: build
 	scripts/deps.sh test
 	scripts/check-spec-deps.sh
-	LUNIO_BUILD_DIR=$(BUILD_DIR) $(LUA) $(BUSTED)
+	LUNIO_BUILD_DIR=$(BUILD_DIR) $(LUA) $(BUSTED) --exclude-tags=stress
 	scripts/check-rock.sh
+
+# Specs tagged #stress (minutes, thousands of sockets): never in `make test`.
+check-stress: build
+	scripts/deps.sh test
+	LUNIO_BUILD_DIR=$(BUILD_DIR) $(LUA) $(BUSTED) --tags=stress
 
 demo: build
 	scripts/deps.sh test
@@ -88,7 +94,7 @@ demo: build
 define asan_run
 	rm -rf $(ASAN_REPORTS) && mkdir -p $(ASAN_REPORTS)
 	status=0; $(ASAN_ENV) $(1) $(ASAN_DIR)/bin/lua5.4 $(BUSTED) \
-	  --exclude-tags=scale || status=$$?; \
+	  --exclude-tags=scale,stress || status=$$?; \
 	if compgen -G '$(ASAN_REPORTS)/*' >/dev/null; then \
 	  cat $(ASAN_REPORTS)/* >&2; \
 	  echo 'check-asan: sanitizer reports above ($(or $(1),plain run))' >&2; exit 1; \
@@ -108,9 +114,9 @@ check-asan:
 check-valgrind: build
 	scripts/deps.sh valgrind
 	LUNIO_BUILD_DIR=$(BUILD_DIR) $(VALGRIND) $(LUA) $(BUSTED) \
-	  --exclude-tags=slow,novalgrind,scale
+	  --exclude-tags=slow,novalgrind,scale,stress
 	LUNIO_BUILD_DIR=$(BUILD_DIR) LUNIO_GC_STRESS=1 $(VALGRIND) $(LUA) \
-	  $(BUSTED) --exclude-tags=slow,novalgrind,scale
+	  $(BUSTED) --exclude-tags=slow,novalgrind,scale,stress
 
 lint: build
 	scripts/deps.sh lint

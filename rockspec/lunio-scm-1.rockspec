@@ -44,12 +44,11 @@ build = {
   modules = {
     ["lunio.core"] = {
       sources = {
-        "src/clock.c", "src/core.c", "src/coro.c", "src/dns.c",
-        "src/errors.c", "src/http.c", "src/join.c", "src/loop.c",
-        "src/req.c",
-        "src/resource.c", "src/sched.c", "src/task.c",
-        -- issue 11: files, threads, signals
-        "src/fs.c", "src/signal.c", "src/thread.c",
+        "src/buf.c", "src/clock.c", "src/core.c", "src/coro.c", "src/dns.c",
+        "src/errors.c", "src/fs.c", "src/http.c", "src/http_multi.c",
+        "src/join.c", "src/loop.c", "src/req.c", "src/resource.c",
+        "src/sched.c", "src/signal.c", "src/stream.c", "src/task.c",
+        "src/thread.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "$(LIBUV_INCDIR)", "$(LIBCURL_INCDIR)" },
@@ -61,6 +60,7 @@ build = {
     ["lunio.sync"] = "lua/lunio/sync.lua",
     ["lunio.combinators"] = "lua/lunio/combinators.lua",
     ["lunio.http"] = "lua/lunio/http.lua",
+    ["lunio.stream"] = "lua/lunio/stream.lua",
     ["lunio.cli"] = "lua/lunio/cli.lua",
     ["lunio.util"] = "lua/lunio/util.lua",
     ["lunio.fs"] = "lua/lunio/fs.lua",

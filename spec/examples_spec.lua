@@ -57,6 +57,35 @@ cases["examples/parallel_hash.lua"] = function()
   end, same = false } }
 end
 
+cases["examples/port_check.lua"] = function()
+  return { { { "-t", "0.2", "127.0.0.1:1-3" }, function(out, err, code)
+    assert.equal(0, code, err)
+    assert.equal("checked 3: 0 open, 3 closed, 0 timed out, 0 errors\n", out)
+  end } }
+end
+
+cases["examples/echo_client.lua"] = function()
+  return { { { "1", "hi" }, function(out, err, code)
+    assert.equal(1, code, out)
+    assert.matches("econnrefused: cannot connect to 127.0.0.1 port 1", err)
+  end } }
+end
+
+-- Servers run until SIGINT: each gets one 0.5 s in.
+cases["examples/echo_server.lua"] = function()
+  return { { { "0" }, function(out, err, code)
+    assert.equal(0, code, err)
+    assert.matches("^echo server on 127%.0%.0%.1 port %d+\nstopped\n$", out)
+  end, same = false, signal = { "INT", 0.5 } } }
+end
+
+cases["examples/chat_server.lua"] = function()
+  return { { { "0" }, function(out, err, code)
+    assert.equal(0, code, err)
+    assert.matches("^chat server on port %d+\nstopped\n$", out)
+  end, same = false, signal = { "INT", 0.5 } } }
+end
+
 cases["examples/graceful_shutdown.lua"] = function()
   return { { { "--workers", "2", "--job-time", "0.2", "--interval", "0.05" },
     function(out, err, code)

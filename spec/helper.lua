@@ -157,6 +157,7 @@ local function absolute_path(path)
   end
   return table.concat(parts, ";")
 end
+helper.absolute_path = absolute_path
 
 local function read_all(path)
   local f = io.open(path, "rb")

@@ -118,6 +118,7 @@ local function runtime_api(srv)
     ["lunio.http.Headers"] = public_names(http.Headers),
     ["lunio.fs"] = public_names(lunio.fs),
     ["lunio.signal"] = public_names(lunio.signal),
+    ["lunio.stream"] = public_names(lunio.stream),
   }
   api["lunio"]._VERSION = true
   local loop = lunio.new_loop()
@@ -153,6 +154,15 @@ local function runtime_api(srv)
     file:close()
     lunio.fs.remove(dir .. "/f")
     lunio.fs.rmdir(dir)
+    local server <close> = lunio.start_server(function() end, "127.0.0.1", 0)
+    api["lunio.Server"] = public_names(server, public_names(methods_of(server)))
+    local conn <close> = lunio.open_connection("127.0.0.1", server.port)
+    api["lunio.Stream"] = public_names(methods_of(conn))
+    local udp <close> = lunio.udp_bind("127.0.0.1", 0)
+    api["lunio.UDP"] = public_names(methods_of(udp))
+    conn:close()
+    udp:close()
+    server:close()
     local handler <close> = lunio.signal.on("SIGUSR2", print)
     api["lunio.SignalHandler"] = public_names(methods_of(handler))
     local session <close> = http.Session()

@@ -2,7 +2,7 @@
  * core.c - luaopen_lunio_core: assembles the `lunio.core` module.
  *
  * lunio.core is the C half of lunio: loops, tasks, futures, timers, error
- * objects, name resolution and the HTTP engine. The public API is
+ * objects, name resolution, streams and the HTTP engine. The public API is
  * lua/lunio/init.lua, which wraps these primitives; nothing here is meant to be
  * called by users directly, and its names may change between versions.
  */
@@ -81,6 +81,8 @@ LUNIO_API int luaopen_lunio_core(lua_State *L) {
   lunio__open_thread(L);
   lunio__open_signal(L);
   lua_setfield(L, -2, "signal");
+  lunio__open_stream(L);
+  lua_setfield(L, -2, "stream");
   lua_pushcfunction(L, core_tune_allocator);
   lua_setfield(L, -2, "tune_allocator");
   lua_pushcfunction(L, core_isatty);

@@ -1,40 +1,37 @@
 /*
- * http.c - HTTP transfers on libcurl's multi_socket API, driven by the
- * loop's libuv loop.
+ * http.c - HTTP sessions and transfers on libcurl, for lua/lunio/http.lua.
  *
  * Lua types:
- *   lunio.HttpSession   one curl multi handle (connection pool, limits) and
- *                       one share handle (cookie jar, TLS sessions). It is
- *                       bound to the loop that first uses it and is torn
- *                       down by close(), __close, __gc or that loop closing.
+ *   lunio.HttpSession   one curl multi handle (connection pool, limits), run
+ *                       on the loop by http_multi.c, and one share handle
+ *                       (cookie jar, TLS sessions). It is bound to the loop
+ *                       that first uses it and is torn down by close(),
+ *                       __close, __gc or that loop closing.
  *   lunio.HttpTransfer  one request. It lives on the stack of the task that
  *                       runs fetch, or inside a streamed Response; its __gc
  *                       aborts a transfer still in flight.
  *
  * Threading model (design rules of docs/notes on libcurl + libuv):
- *   - curl callbacks (socket, timer, write, header, progress, closesocket)
- *     only touch C state: buffers, flags, uv handles. No Lua runs in them.
- *   - every curl_multi_socket_action runs from a uv callback (poll, timer or
- *     the idle "kick"), followed by a drain of curl_multi_info_read; tasks
- *     parked on transfers are woken from there, never from a curl callback.
- *   - poll contexts are keyed by fd in a per-session table, closed at once
- *     on CURL_POLL_REMOVE and in CLOSESOCKETFUNCTION, freed in the uv close
- *     callback.
+ *   - curl callbacks (write, header, progress here; socket, timer and
+ *     closesocket in http_multi.c) only touch C state: buffers, flags, uv
+ *     handles. No Lua runs in them.
+ *   - http_multi.c calls curl_multi_socket_action from uv callbacks only,
+ *     then this file's sess_done for each finished transfer and sess_after
+ *     for the end of the round: tasks parked on transfers are woken there,
+ *     never from a curl callback.
  *
  * Lifetime: the C state of a session (sess) is malloc'd apart from its
- * userdata so the uv handles can outlive it: sess_shutdown() cleans the
- * curl handles and starts uv_close on every handle, the last close callback
- * frees the struct. A transfer struct is the userdata itself; while its
- * easy handle is in a multi it is linked on the session's active list, and
- * whoever ends it (completion, cancel, abort, session shutdown, __gc)
- * unlinks it first.
+ * userdata so the uv handles can outlive it: sess_teardown() cleans the
+ * curl handles and closes the engine, whose last close callback frees the
+ * struct. A transfer struct is the userdata itself; while its easy handle
+ * is in a multi it is linked on the session's active list, and whoever ends
+ * it (completion, cancel, abort, session shutdown, __gc) unlinks it first.
  */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -55,12 +52,6 @@
 typedef struct sess sess;
 typedef struct xfer xfer;
 
-/* A byte queue: [off, len) is unread. */
-typedef struct hbuf {
-  char *p;
-  size_t off, len, cap;
-} hbuf;
-
 /* Body buffers kept for reuse: glibc serves each large buffer with a fresh
  * mmap (its dynamic threshold never covers a same-sized request), so a new
  * 1 MiB buffer per response costs 256 page faults; reuse costs none. */
@@ -71,18 +62,11 @@ enum { SPARE_MAX = 8 };
  * Sessions are the loop's resources; the module-level session is kept in
  * the loop's state table under default_session_key. */
 typedef struct http_loop {
-  hbuf spare[SPARE_MAX];
+  lunio_buf spare[SPARE_MAX];
   int nspare;
 } http_loop;
 
 static const char default_session_key = 'H';
-
-typedef struct pollctx {
-  uv_poll_t h;
-  sess *s;
-  curl_socket_t fd;
-  int events;
-} pollctx;
 
 /* The Lua side of a session. */
 typedef struct sess_ud {
@@ -92,24 +76,18 @@ typedef struct sess_ud {
 } sess_ud;
 
 struct sess {
+  lunio_curlm m;      /* the multi handle on the loop (http_multi.c) */
   lunio_resource res; /* registered with the loop while open */
   http_loop *hl;
   lunio_loop *loop;
   sess_ud *ud; /* NULL once the userdata was collected */
-  CURLM *multi;
   CURLSH *share;
-  uv_timer_t timer; /* curl's timeout */
-  uv_idle_t kick;   /* curl asked for a 0 ms timeout */
-  pollctx **fds;    /* fd -> poll context */
-  int nfds;
   xfer *active;   /* transfers whose easy handle is in the multi */
   xfer *sig_head; /* transfers with something to tell their task */
   CURL **free_easy;
   int nfree;
   int nactive;
-  int open_handles; /* uv handles whose close callback has not run */
-  int depth;        /* nesting of our uv callbacks */
-  int shut, close_pending;
+  int shut;    /* torn down (or tearing down) */
   int verbose; /* LUNIO_CURL_VERBOSE: libcurl's trace on stderr */
 };
 
@@ -134,7 +112,7 @@ struct xfer {
   FILE *out;
   char *out_path;
   char *req_url, *eff_url;
-  hbuf body, head;
+  lunio_buf body, head;
   curl_off_t received, max_body;
   curl_off_t dlnow, dltotal;
   long status, version;
@@ -143,46 +121,6 @@ struct xfer {
 };
 
 /* ---- small helpers ----------------------------------------------------- */
-
-static size_t hbuf_avail(const hbuf *b) { return b->len - b->off; }
-
-static int hbuf_reserve(hbuf *b, size_t extra) {
-  size_t need, cap;
-  char *p;
-  if (b->off > 0 && b->off == b->len)
-    b->off = b->len = 0;
-  if (b->len + extra <= b->cap)
-    return 0;
-  if (b->off > 0) { /* compact before growing */
-    memmove(b->p, b->p + b->off, b->len - b->off);
-    b->len -= b->off;
-    b->off = 0;
-    if (b->len + extra <= b->cap)
-      return 0;
-  }
-  need = b->len + extra;
-  cap = b->cap ? b->cap : 1024;
-  while (cap < need)
-    cap *= 2;
-  p = realloc(b->p, cap);
-  if (p == NULL)
-    return -1;
-  b->p = p;
-  b->cap = cap;
-  return 0;
-}
-
-static int hbuf_add(hbuf *b, const char *s, size_t n) {
-  if (n == 0)
-    return 0;
-  if (hbuf_reserve(b, n) != 0)
-    return -1;
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  return 0;
-}
-
-static void hbuf_free(hbuf *b);
 
 static void hl_free(lunio_loop *loop, void *ext);
 
@@ -202,12 +140,7 @@ static void body_recycle(xfer *x) {
     hl->spare[hl->nspare++] = x->body;
     memset(&x->body, 0, sizeof x->body);
   } else
-    hbuf_free(&x->body);
-}
-
-static void hbuf_free(hbuf *b) {
-  free(b->p);
-  memset(b, 0, sizeof *b);
+    lunio__buf_free(&x->body, NULL);
 }
 
 static char *xstrdup(const char *s) {
@@ -228,7 +161,7 @@ static void hl_free(lunio_loop *loop, void *ext) {
   http_loop *hl = ext;
   (void)loop;
   while (hl->nspare > 0)
-    hbuf_free(&hl->spare[--hl->nspare]);
+    lunio__buf_free(&hl->spare[--hl->nspare], NULL);
 }
 
 /* ---- signal list: transfers whose parked task may need a wake-up ------- */
@@ -264,7 +197,7 @@ static int xfer_wake_cond(const xfer *x) {
   if (x->state != X_RUNNING)
     return 1;
   if (x->stream)
-    return x->headers_ready || hbuf_avail(&x->body) > 0;
+    return x->headers_ready || lunio__buf_avail(&x->body) > 0;
   return x->want_progress && x->progress_dirty;
 }
 
@@ -278,17 +211,6 @@ static void wake(xfer *x) {
 
 /* ---- active transfers and easy handles --------------------------------- */
 
-static void sess_ref_handles(sess *s, int on) {
-  uv_handle_t *a = (uv_handle_t *)&s->timer, *b = (uv_handle_t *)&s->kick;
-  if (on) {
-    uv_ref(a);
-    uv_ref(b);
-  } else {
-    uv_unref(a);
-    uv_unref(b);
-  }
-}
-
 static void active_link(sess *s, xfer *x) {
   x->s = s;
   x->prev = NULL;
@@ -297,7 +219,7 @@ static void active_link(sess *s, xfer *x) {
     s->active->prev = x;
   s->active = x;
   if (s->nactive++ == 0)
-    sess_ref_handles(s, 1);
+    lunio__curlm_ref(&s->m, 1);
 }
 
 static void active_unlink(xfer *x) {
@@ -310,7 +232,7 @@ static void active_unlink(xfer *x) {
     x->next->prev = x->prev;
   x->next = x->prev = NULL;
   if (--s->nactive == 0 && !s->shut)
-    sess_ref_handles(s, 0);
+    lunio__curlm_ref(&s->m, 0);
 }
 
 /* An easy handle from the free list, or a new one (*fresh set). */
@@ -341,7 +263,7 @@ static void xfer_detach(xfer *x) {
   sig_unlink(x);
   active_unlink(x);
   if (x->in_multi) {
-    curl_multi_remove_handle(s->multi, x->easy);
+    curl_multi_remove_handle(s->m.multi, x->easy);
     x->in_multi = 0;
     lunio__io_end(x->loop);
   }
@@ -428,7 +350,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
     x->headers_ready = 0;
   } else if (len >= 9 && strncasecmp(p, "location:", 9) == 0)
     x->location_seen = 1;
-  if (hbuf_add(&x->head, p, len) != 0)
+  if (lunio__buf_add(&x->head, p, len, NULL) != 0)
     return 0;
   if ((len == 2 && p[0] == '\r') || (len == 1 && p[0] == '\n')) {
     /* End of a header block: final unless informational or a redirect
@@ -465,7 +387,7 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
   if (x->stream) {
     if (!x->headers_ready)
       x->headers_ready = 1;
-    if (hbuf_avail(&x->body) >= STREAM_HWM) {
+    if (lunio__buf_avail(&x->body) >= STREAM_HWM) {
       x->paused = 1;
       sig_push(x);
       return CURL_WRITEFUNC_PAUSE;
@@ -480,10 +402,11 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
       x->body = hl->spare[--hl->nspare];
     curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
     if (cl > 0 && (x->max_body < 0 || cl <= x->max_body))
-      hbuf_reserve(&x->body, cl < BODY_RESERVE_MAX ? (size_t)cl
-                                                   : (size_t)BODY_RESERVE_MAX);
+      lunio__buf_reserve(
+          &x->body,
+          cl < BODY_RESERVE_MAX ? (size_t)cl : (size_t)BODY_RESERVE_MAX, NULL);
   }
-  if (hbuf_add(&x->body, p, len) != 0) {
+  if (lunio__buf_add(&x->body, p, len, NULL) != 0) {
     x->write_errno = ENOMEM;
     return 0;
   }
@@ -507,167 +430,28 @@ static int on_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow,
   return 0;
 }
 
-static pollctx *fd_get(sess *s, curl_socket_t fd) {
-  return fd >= 0 && fd < s->nfds ? s->fds[fd] : NULL;
-}
-
-static int fd_put(sess *s, curl_socket_t fd, pollctx *c) {
-  if (fd >= s->nfds) {
-    int n = s->nfds ? s->nfds : 64;
-    pollctx **t;
-    while (n <= fd)
-      n *= 2;
-    t = realloc(s->fds, (size_t)n * sizeof *t);
-    if (t == NULL)
-      return -1;
-    memset(t + s->nfds, 0, (size_t)(n - s->nfds) * sizeof *t);
-    s->fds = t;
-    s->nfds = n;
-  }
-  s->fds[fd] = c;
-  return 0;
-}
-
-static void sess_maybe_free(sess *s) {
-  if (s->shut && s->open_handles == 0) {
-    free(s->fds);
-    free(s->free_easy);
-    free(s);
-  }
-}
-
-static void on_handle_closed(uv_handle_t *h) {
-  sess *s = h->data;
-  s->open_handles--;
-  sess_maybe_free(s);
-}
-
-static void on_poll_closed(uv_handle_t *h) {
-  pollctx *c = h->data;
-  sess *s = c->s;
-  free(c);
-  s->open_handles--;
-  sess_maybe_free(s);
-}
-
-/* Stops watching fd now (so the number may be reused at once) and frees
- * the context once libuv is done with it. */
-static void poll_release(sess *s, pollctx *c) {
-  s->fds[c->fd] = NULL;
-  uv_poll_stop(&c->h);
-  uv_close((uv_handle_t *)&c->h, on_poll_closed);
-}
-
-static void on_poll(uv_poll_t *h, int status, int events);
-
-static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp,
-                     void *socketp) {
-  sess *s = userp;
-  pollctx *c = fd_get(s, fd);
-  int ev = 0, rc;
-  (void)e;
-  (void)socketp;
-  if (what == CURL_POLL_REMOVE) {
-    if (c)
-      poll_release(s, c);
-    return 0;
-  }
-  if (c == NULL) {
-    c = calloc(1, sizeof *c);
-    if (c == NULL)
-      return 0; /* never -1: that would abort every transfer */
-    rc = uv_poll_init_socket(lunio__uv(s->loop), &c->h, fd);
-    if (rc != 0 || fd_put(s, fd, c) != 0) {
-      if (rc == 0) {
-        c->s = s;
-        c->h.data = c;
-        s->open_handles++;
-        uv_close((uv_handle_t *)&c->h, on_poll_closed);
-      } else
-        free(c);
-      fprintf(stderr, "lunio.http: cannot watch socket %d: %s\n", (int)fd,
-              rc ? uv_strerror(rc) : "out of memory");
-      return 0;
-    }
-    c->s = s;
-    c->fd = fd;
-    c->h.data = c;
-    s->open_handles++;
-  }
-  if (what & CURL_POLL_IN)
-    ev |= UV_READABLE;
-  if (what & CURL_POLL_OUT)
-    ev |= UV_WRITABLE;
-  c->events = ev;
-  rc = uv_poll_start(&c->h, ev, on_poll);
-  if (rc != 0)
-    fprintf(stderr, "lunio.http: cannot poll socket %d: %s\n", (int)fd,
-            uv_strerror(rc));
-  return 0;
-}
-
-static int on_closesocket(void *userp, curl_socket_t fd) {
-  sess *s = userp;
-  pollctx *c = fd_get(s, fd);
-  if (c)
-    poll_release(s, c);
-  return close(fd);
-}
-
-static void on_timer(uv_timer_t *h);
-static void on_kick(uv_idle_t *h);
-
-static int on_curl_timer(CURLM *m, long ms, void *userp) {
-  sess *s = userp;
-  (void)m;
-  if (ms < 0) {
-    uv_timer_stop(&s->timer);
-    uv_idle_stop(&s->kick);
-  } else if (ms == 0) {
-    /* Run on the next loop iteration, from an idle handle: a 0 ms uv timer
-     * restarted from a timer callback spins in libuv < 1.48. */
-    uv_timer_stop(&s->timer);
-    uv_idle_start(&s->kick, on_kick);
-  } else {
-    uv_idle_stop(&s->kick);
-    uv_timer_start(&s->timer, on_timer, (uint64_t)ms, 0);
-  }
-  return 0;
-}
-
-/* ---- driving curl from the loop ---------------------------------------- */
+/* ---- the engine's callbacks (http_multi.c) ----------------------------- */
 
 static void sess_shutdown(sess *s);
 
-static void sess_enter(sess *s) { s->depth++; }
+#define SESS(m) ((sess *)(void *)(m)) /* m is the first member */
 
-static void sess_leave(sess *s) {
-  if (--s->depth == 0 && s->close_pending)
-    sess_shutdown(s);
+/* A transfer finished: record it and wake its task. */
+static void sess_done(lunio_curlm *m, CURL *e, CURLcode rc) {
+  char *priv = NULL;
+  curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
+  if (priv)
+    xfer_complete((xfer *)priv, rc);
+  else {
+    curl_multi_remove_handle(m->multi, e);
+    curl_easy_cleanup(e);
+  }
 }
 
-/* After every socket_action: finish DONE transfers, then wake the tasks of
- * transfers that signalled something. */
-static void sess_process(sess *s) {
-  CURLMsg *m;
+/* After each round: wake the tasks of transfers that signalled something. */
+static void sess_after(lunio_curlm *m) {
+  sess *s = SESS(m);
   xfer *x;
-  int q;
-  while (!s->shut && (m = curl_multi_info_read(s->multi, &q)) != NULL) {
-    CURL *e;
-    CURLcode rc;
-    char *priv = NULL;
-    if (m->msg != CURLMSG_DONE)
-      continue;
-    e = m->easy_handle;
-    rc = m->data.result;
-    curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
-    if (priv)
-      xfer_complete((xfer *)priv, rc);
-    else {
-      curl_multi_remove_handle(s->multi, e);
-      curl_easy_cleanup(e);
-    }
-  }
   while (!s->shut && (x = s->sig_head) != NULL) {
     sig_unlink(x);
     if (x->task && xfer_wake_cond(x))
@@ -675,49 +459,18 @@ static void sess_process(sess *s) {
   }
 }
 
-static void sess_action(sess *s, curl_socket_t fd, int flags) {
-  int running = 0;
-  if (s->shut)
-    return;
-  sess_enter(s);
-  curl_multi_socket_action(s->multi, fd, flags, &running);
-  sess_process(s);
-  sess_leave(s);
+/* The last uv handle closed. */
+static void sess_freed(lunio_curlm *m) {
+  sess *s = SESS(m);
+  free(s->free_easy);
+  free(s);
 }
 
-static void on_poll(uv_poll_t *h, int status, int events) {
-  pollctx *c = h->data;
-  sess *s = c->s;
-  curl_socket_t fd = c->fd;
-  int flags = 0;
-  if (status < 0) {
-    /* POLLERR/POLLHUP: libuv already stopped the watcher. */
-    flags = CURL_CSELECT_ERR;
-    if (c->events & UV_READABLE)
-      flags |= CURL_CSELECT_IN;
-    if (c->events & UV_WRITABLE)
-      flags |= CURL_CSELECT_OUT;
-  } else {
-    if (events & UV_READABLE)
-      flags |= CURL_CSELECT_IN;
-    if (events & UV_WRITABLE)
-      flags |= CURL_CSELECT_OUT;
-  }
-  sess_enter(s);
-  sess_action(s, fd, flags);
-  if (status < 0 && !s->shut && fd_get(s, fd) == c)
-    uv_poll_start(&c->h, c->events, on_poll); /* curl still wants it */
-  sess_leave(s);
-}
+/* A close asked for inside one of the engine's callbacks is due now. */
+static void sess_close_due(lunio_curlm *m) { sess_shutdown(SESS(m)); }
 
-static void on_timer(uv_timer_t *h) {
-  sess_action(h->data, CURL_SOCKET_TIMEOUT, 0);
-}
-
-static void on_kick(uv_idle_t *h) {
-  uv_idle_stop(h);
-  sess_action(h->data, CURL_SOCKET_TIMEOUT, 0);
-}
+static const lunio_curlm_ops sess_engine = {sess_done, sess_after, sess_freed,
+                                            sess_close_due};
 
 /* ---- sessions ---------------------------------------------------------- */
 
@@ -726,8 +479,8 @@ static void sess_teardown(sess *s, int wake_tasks);
 /* The loop closes: abort the transfers (their tasks were settled already)
  * and free the curl state. */
 static void sess_resource_close(lunio_resource *r) {
-  sess *s = (sess *)r;
-  s->depth = 0;
+  sess *s = (sess *)(void *)((char *)r - offsetof(sess, res));
+  s->m.depth = 0;
   sess_teardown(s, 0);
 }
 
@@ -736,16 +489,13 @@ static const lunio_resource_ops sess_resource = {"HttpSession",
 
 static sess *sess_new(lunio_loop *loop, sess_ud *u) {
   http_loop *hl = hl_get(loop);
-  uv_loop_t *uv = lunio__uv(loop);
   sess *s;
   if (hl == NULL || (s = calloc(1, sizeof *s)) == NULL)
     return NULL;
   s->free_easy = malloc(MAX_FREE_EASY * sizeof *s->free_easy);
-  s->multi = curl_multi_init();
   s->share = curl_share_init();
-  if (!s->free_easy || !s->multi || !s->share) {
-    if (s->multi)
-      curl_multi_cleanup(s->multi);
+  if (!s->free_easy || !s->share ||
+      lunio__curlm_init(&s->m, loop, &sess_engine) != 0) {
     if (s->share)
       curl_share_cleanup(s->share);
     free(s->free_easy);
@@ -759,29 +509,19 @@ static sess *sess_new(lunio_loop *loop, sess_ud *u) {
     const char *v = getenv("LUNIO_CURL_VERBOSE");
     s->verbose = v != NULL && *v != '\0' && *v != '0';
   }
-  curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-  curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
-  curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-  curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
-  curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, u->max_conn);
-  curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, u->max_host);
+  curl_multi_setopt(s->m.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, u->max_conn);
+  curl_multi_setopt(s->m.multi, CURLMOPT_MAX_HOST_CONNECTIONS, u->max_host);
   /* libcurl sizes the idle-connection cache at 4 x the handles currently
    * added. Transfers leave the multi handle as they complete and the
    * waiting tasks add new ones a tick later, so after a burst the count is
    * small and keep-alive connections get closed ("cache is full"). Size
    * the cache for the session instead. */
-  curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS,
+  curl_multi_setopt(s->m.multi, CURLMOPT_MAXCONNECTS,
                     u->max_conn > 0   ? (long)u->max_conn
                     : u->max_host > 0 ? (long)u->max_host * 4
                                       : 256L);
   curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_COOKIE);
   curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-  uv_timer_init(uv, &s->timer);
-  uv_idle_init(uv, &s->kick);
-  s->timer.data = s;
-  s->kick.data = s;
-  s->open_handles = 2;
-  sess_ref_handles(s, 0);
   lunio__resource_add(loop, &s->res, &sess_resource);
   return s;
 }
@@ -791,11 +531,10 @@ static sess *sess_new(lunio_loop *loop, sess_ud *u) {
  * its transfers are woken to see kind "closed", except at loop close (the
  * core already cancelled them). */
 static void sess_teardown(sess *s, int wake_tasks) {
-  int i;
   if (s->shut)
     return;
   s->shut = 1;
-  s->close_pending = 0;
+  s->m.close_pending = 0;
   if (s->ud) {
     s->ud->s = NULL;
     s->ud->closed = 1;
@@ -814,21 +553,20 @@ static void sess_teardown(sess *s, int wake_tasks) {
   }
   while (s->nfree > 0)
     curl_easy_cleanup(s->free_easy[--s->nfree]);
-  curl_multi_cleanup(s->multi); /* may call on_socket / on_closesocket */
-  s->multi = NULL;
-  curl_share_cleanup(s->share);
-  s->share = NULL;
-  for (i = 0; i < s->nfds; i++)
-    if (s->fds[i])
-      poll_release(s, s->fds[i]);
-  uv_close((uv_handle_t *)&s->timer, on_handle_closed);
-  uv_close((uv_handle_t *)&s->kick, on_handle_closed);
+  /* The multi handle first (its cleanup may still close sockets), then the
+   * share; s is freed by the engine's last close callback (sess_freed). */
+  {
+    CURLSH *share = s->share;
+    s->share = NULL;
+    lunio__curlm_close(&s->m);
+    curl_share_cleanup(share);
+  }
 }
 
 static void sess_shutdown(sess *s) {
-  if (s->depth > 0) {
-    /* Inside one of our own callbacks: finish when it returns. */
-    s->close_pending = 1;
+  if (s->m.depth > 0) {
+    /* Inside one of the engine's callbacks: finish when it returns. */
+    s->m.close_pending = 1;
     if (s->ud) {
       s->ud->s = NULL;
       s->ud->closed = 1;
@@ -930,11 +668,8 @@ static int session_closed(lua_State *L) {
 static int session_stats(lua_State *L) {
   sess_ud *u = check_session(L, 1);
   sess *s = u->s;
-  int socks = 0, i;
+  int socks = s ? lunio__curlm_sockets(&s->m) : 0;
   lua_createtable(L, 0, 4);
-  if (s)
-    for (i = 0; i < s->nfds; i++)
-      socks += s->fds[i] != NULL;
   lua_pushinteger(L, s ? s->nactive : 0);
   lua_setfield(L, -2, "active");
   lua_pushinteger(L, socks);
@@ -1054,8 +789,8 @@ static int xfer_gc(lua_State *L) {
   xfer *x = luaL_checkudata(L, 1, XFER_MT);
   xfer_abort(x, "aborted", "the transfer was collected");
   xfer_close_output(x);
-  hbuf_free(&x->body);
-  hbuf_free(&x->head);
+  lunio__buf_free(&x->body, NULL);
+  lunio__buf_free(&x->head, NULL);
   free(x->req_url);
   free(x->eff_url);
   free(x->out_path);
@@ -1067,7 +802,7 @@ static int xfer_gc(lua_State *L) {
 static int xfer_close(lua_State *L) {
   xfer *x = check_xfer(L, 1);
   xfer_abort(x, "aborted", "the response was closed");
-  hbuf_free(&x->body);
+  lunio__buf_free(&x->body, NULL);
   return 0;
 }
 
@@ -1182,12 +917,12 @@ static void push_info(lua_State *L, xfer *x) {
   }
   if (!x->stream && !x->out_path) {
     lua_pushlstring(L, x->body.p ? x->body.p + x->body.off : "",
-                    hbuf_avail(&x->body));
+                    lunio__buf_avail(&x->body));
     lua_setfield(L, info, "body");
     body_recycle(x);
   }
   if (!x->stream)
-    hbuf_free(&x->head);
+    lunio__buf_free(&x->head, NULL);
 }
 
 /* Stack of perform and its continuation:
@@ -1315,8 +1050,8 @@ static int setup_easy(lua_State *L, sess *s, xfer *x, int spec, int fresh) {
   curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_closesocket);
-  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, s);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, lunio__curlm_closesocket);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, &s->m);
   /* The share holds the cookie jar. Loading the (empty) cookie file turns
    * the handle's cookie engine on, and curl_easy_reset keeps it on; setting
    * COOKIEFILE again on a recycled handle would leak its list in 7.88.1. */
@@ -1504,7 +1239,7 @@ static int http_perform(lua_State *L) {
     xfer_abort(x, "aborted", "bad request");
     return lua_error(L);
   }
-  mrc = curl_multi_add_handle(s->multi, x->easy);
+  mrc = curl_multi_add_handle(s->m.multi, x->easy);
   if (mrc != CURLM_OK) {
     xfer_abort(x, "aborted", "cannot start the transfer");
     return luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror(mrc));
@@ -1517,7 +1252,7 @@ static int http_perform(lua_State *L) {
 /* Resumes a paused stream once the reader drained below half the mark. */
 static void maybe_unpause(xfer *x) {
   if (x->paused && x->state == X_RUNNING && x->easy &&
-      hbuf_avail(&x->body) < STREAM_HWM / 2) {
+      lunio__buf_avail(&x->body) < STREAM_HWM / 2) {
     x->paused = 0;
     curl_easy_pause(x->easy, CURLPAUSE_CONT); /* may call on_write now */
   }
@@ -1527,7 +1262,7 @@ static int read_k(lua_State *L, int status, lua_KContext ctx);
 
 static int read_wait(lua_State *L, xfer *x) {
   lua_Integer n = lua_tointeger(L, 2);
-  size_t avail = hbuf_avail(&x->body);
+  size_t avail = lunio__buf_avail(&x->body);
   lunio_task *t;
   if (avail > 0) {
     size_t take = n > 0 && (size_t)n < avail ? (size_t)n : avail;
@@ -1582,7 +1317,7 @@ static int http_transfer_info(lua_State *L) {
   push_timings(L, x);
   lua_pushinteger(L, (lua_Integer)x->dlnow);
   lua_pushboolean(L, x->state == X_DONE);
-  lua_pushinteger(L, (lua_Integer)hbuf_avail(&x->body));
+  lua_pushinteger(L, (lua_Integer)lunio__buf_avail(&x->body));
   lua_pushboolean(L, x->paused);
   return 5;
 }

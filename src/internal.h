@@ -7,8 +7,10 @@
  *
  * Layers (a file calls only into its own layer or the ones below it):
  *
- *   modules    http.c  dns.c  fs.c  thread.c  signal.c  (streams ...)
+ *   modules    http.c (over http_multi.c)  dns.c  stream.c  fs.c  thread.c
+ *              signal.c  (processes ... as they come)
  *   I/O core   req.c       await one libuv request from a task
+ *              buf.c       byte queues and a buffer pool
  *   Lua types  loop.c  task.c  coro.c
  *   scheduler  sched.c     ready ring, tick, park/wake/step, runners
  *              clock.c     time, virtual clock, timer heap
@@ -145,12 +147,13 @@ enum {
 
 /*
  * Work a module queues from a libuv callback, where no Lua may run, to be
- * done between ticks in Lua context (spawning a task per signal delivery,
- * say). Embedded in the module's struct; see lunio__defer.
+ * done between ticks in Lua context (a server handing accepted
+ * connections to Lua, a task spawned per signal delivery). Embedded in the
+ * module's struct; queued at most once; see lunio__defer.
  */
 typedef struct lunio_deferred lunio_deferred;
 struct lunio_deferred {
-  lunio_deferred *next;
+  lunio_deferred *next, *prev;
   /* Runs on the loop's thread L (not inside a task); may raise only on
    * out of memory, which then ends run(). */
   void (*fn)(lua_State *L, lunio_loop *loop, lunio_deferred *d);
@@ -196,6 +199,8 @@ struct lunio_loop {
   uint32_t ticks; /* ticks since the last libuv poll */
   int io_pending; /* I/O in flight: virtual time must not jump */
   int events;     /* LUNIO_EV_* bits */
+  /* Calls queued by lunio__defer, oldest first. */
+  lunio_deferred *deferred, *deferred_tail;
   /* SIGINTs counted by the signal handler (it only ever increments) and
    * the count the scheduler has acted on. */
   volatile sig_atomic_t sigint_count;
@@ -204,7 +209,6 @@ struct lunio_loop {
    * after the main task was cancelled: lunio.signal's SIGINT watchers. */
   void (*sigint_observer)(lua_State *L, lunio_loop *loop, void *data);
   void *sigint_observer_data;
-  lunio_deferred *deferred, *deferred_last; /* lunio__defer's queue */
   /* The thread a second SIGINT hooked, and the hook it had before. */
   lua_State *hooked;
   lua_Hook saved_hook;
@@ -503,6 +507,46 @@ void lunio__req_free(lunio_req *r);
  * lunio__req_await as usual. Allocates nothing, so it cannot fail. */
 void lunio__req_again(lunio_req *r);
 
+/* ---- buf.c: byte queues and a buffer pool ---------------------------- */
+
+/* A byte queue: [off, len) of p is unread. Zeroed = empty. */
+typedef struct lunio_buf {
+  char *p;
+  size_t off, len, cap;
+} lunio_buf;
+
+#define LUNIO_POOL_MIN ((size_t)1024) /* the smallest class */
+#define LUNIO_POOL_CLASSES 13         /* 1 KiB .. 4 MiB */
+
+/* Blocks in power-of-two classes kept for reuse (per loop; zeroed = empty):
+ * up to 1 MiB of each class up to 64 KiB, two blocks of 128 to 512 KiB,
+ * none larger. */
+typedef struct lunio_pool {
+  void **blocks[LUNIO_POOL_CLASSES]; /* a stack per class */
+  int n[LUNIO_POOL_CLASSES], cap[LUNIO_POOL_CLASSES];
+  size_t kept; /* bytes in all stacks */
+} lunio_pool;
+
+/* Unread bytes of b. */
+#define lunio__buf_avail(b) ((b)->len - (b)->off)
+/* A block of at least size bytes (its size in *cap), reused when the pool
+ * (may be NULL) has one; NULL when out of memory. */
+void *lunio__pool_get(lunio_pool *pool, size_t size, size_t *cap);
+/* Give back a block of lunio__pool_get (kept for reuse, or freed). */
+void lunio__pool_put(lunio_pool *pool, void *p, size_t cap);
+/* Free every block the pool keeps. */
+void lunio__pool_free(lunio_pool *pool);
+/* Room for `extra` more bytes at the end of b: compacts, then grows (from
+ * pool, or with realloc when pool is NULL). 0 or UV_ENOMEM (b unchanged). */
+int lunio__buf_reserve(lunio_buf *b, size_t extra, lunio_pool *pool);
+/* Append n bytes; 0 or UV_ENOMEM. */
+int lunio__buf_add(lunio_buf *b, const void *s, size_t n, lunio_pool *pool);
+/* Drop the first n unread bytes; with a pool, an emptied queue gives its
+ * memory back. */
+void lunio__buf_consume(lunio_buf *b, size_t n, lunio_pool *pool);
+/* Release b's memory (to pool, or free when NULL) and zero it. */
+void lunio__buf_free(lunio_buf *b, lunio_pool *pool);
+
 /* ---- loop.c ---------------------------------------------------------- */
 
 /* The default loop of this Lua state (created on first use). */
@@ -534,6 +578,50 @@ void lunio__open_coroutine(lua_State *L); /* pushes the lunio.coroutine table */
 
 /* ---- modules --------------------------------------------------------- */
 
+/* ---- http_multi.c: a curl multi handle driven by libuv ------------------ */
+
+#include <curl/curl.h>
+
+typedef struct lunio_curlm lunio_curlm;
+
+/* The owner's side of a lunio_curlm (http.c's session). None runs Lua. */
+typedef struct lunio_curlm_ops {
+  /* A transfer finished (a CURLMSG_DONE for easy, with its result). */
+  void (*done)(lunio_curlm *m, CURL *easy, CURLcode rc);
+  /* The end of a round of socket_action and done calls. */
+  void (*after)(lunio_curlm *m);
+  /* The last uv handle closed after lunio__curlm_close: free the owner. */
+  void (*freed)(lunio_curlm *m);
+  /* close_pending was set inside a callback that has now returned. */
+  void (*close_due)(lunio_curlm *m);
+} lunio_curlm_ops;
+
+struct lunio_curlm {
+  const lunio_curlm_ops *ops;
+  lunio_loop *loop;
+  CURLM *multi;
+  uv_timer_t timer;              /* curl's timeout */
+  uv_idle_t kick;                /* curl asked for a 0 ms timeout */
+  struct lunio_curlm_poll **fds; /* fd -> its uv_poll_t context */
+  int nfds;
+  int open_handles; /* uv handles whose close callback has not run */
+  int depth;        /* nesting of the engine's uv callbacks */
+  int close_pending, shut;
+};
+
+/* Make m's multi handle and uv handles (unreferenced); 0 or UV_ENOMEM. */
+int lunio__curlm_init(lunio_curlm *m, lunio_loop *loop,
+                      const lunio_curlm_ops *ops);
+/* Reference the uv handles (transfers active: keep the loop alive) or not. */
+void lunio__curlm_ref(lunio_curlm *m, int on);
+/* Clean the multi handle (its easy handles removed first) and close the uv
+ * handles; ops->freed runs after the last close callback. Idempotent. */
+void lunio__curlm_close(lunio_curlm *m);
+/* The sockets being watched (for statistics). */
+int lunio__curlm_sockets(const lunio_curlm *m);
+/* CURLOPT_CLOSESOCKETFUNCTION with CLOSESOCKETDATA = the lunio_curlm. */
+int lunio__curlm_closesocket(void *m, curl_socket_t fd);
+
 void lunio__open_http(lua_State *L); /* pushes the core http table */
 void lunio__open_dns(lua_State *L);  /* adds getaddrinfo/getnameinfo */
 
@@ -542,5 +630,16 @@ void lunio__open_dns(lua_State *L);  /* adds getaddrinfo/getnameinfo */
 void lunio__open_fs(lua_State *L);     /* pushes the core fs table */
 void lunio__open_thread(lua_State *L); /* adds to_thread */
 void lunio__open_signal(lua_State *L); /* pushes the core signal table */
+
+/* ---- stream.c: streams, listeners, UDP --------------------------------- */
+
+void lunio__open_stream(lua_State *L); /* pushes the core stream table */
+/* For process pipes: pushes a Stream that owns a new uv_pipe_t, initialised
+ * (uv_pipe_init, no IPC) but not open, and returns it for uv_spawn's
+ * UV_CREATE_PIPE; once spawned, the Stream reads and writes it. On a failed
+ * spawn, close it with lunio__stream_close_at. */
+uv_pipe_t *lunio__stream_new_pipe(lua_State *L, lunio_loop *loop);
+/* Closes the Stream at idx at once, dropping queued writes (idempotent). */
+void lunio__stream_close_at(lua_State *L, int idx);
 
 #endif

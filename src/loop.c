@@ -578,6 +578,15 @@ static int loop_is_running(lua_State *L) {
   return 1;
 }
 
+/* loop:interrupted() -> whether a SIGINT arrived during the current (or
+ * last) run(): the lunio command's in-place lunio.run turns the main
+ * task's cancellation into kind "interrupted" with it, as run() does. */
+static int loop_interrupted(lua_State *L) {
+  lunio_loop *loop = luaL_checkudata(L, 1, LUNIO_LOOP_MT);
+  lua_pushboolean(L, loop->interrupted);
+  return 1;
+}
+
 static int loop_is_closed(lua_State *L) {
   lunio_loop *loop = luaL_checkudata(L, 1, LUNIO_LOOP_MT);
   lua_pushboolean(L, loop->closed);
@@ -780,6 +789,7 @@ int luaopen_lunio_loop(lua_State *L) {
       {"stop", loop_stop},
       {"is_running", loop_is_running},
       {"is_closed", loop_is_closed},
+      {"interrupted", loop_interrupted},
       {"close", loop_close},
       {"all_tasks", loop_all_tasks},
       {"scheduled_handles", loop_scheduled_handles},

@@ -1383,52 +1383,48 @@ static int can_wake(lunio_loop *loop) {
   return loop->io_pending > 0 || uv_loop_alive(&loop->uv);
 }
 
-/* ---- deferred work (lunio__defer) -------------------------------------- */
+/* ---- deferred calls ---------------------------------------------------- */
 
 void lunio__defer(lunio_loop *loop, lunio_deferred *d) {
   if (d->queued)
     return;
   d->queued = 1;
   d->next = NULL;
-  if (loop->deferred == NULL)
-    loop->deferred = d;
+  d->prev = loop->deferred_tail;
+  if (loop->deferred_tail != NULL)
+    loop->deferred_tail->next = d;
   else
-    loop->deferred_last->next = d;
-  loop->deferred_last = d;
+    loop->deferred = d;
+  loop->deferred_tail = d;
   loop->events |= LUNIO_EV_DEFERRED;
-  if (loop->in_uv) /* act on it now rather than after the next poll */
+  if (loop->in_uv) /* as lunio__ready_push: do not block in poll now */
     uv_stop(&loop->uv);
 }
 
 void lunio__defer_cancel(lunio_loop *loop, lunio_deferred *d) {
-  lunio_deferred **p, *prev = NULL;
   if (!d->queued)
     return;
-  for (p = &loop->deferred; *p != NULL; prev = *p, p = &(*p)->next)
-    if (*p == d) {
-      *p = d->next;
-      if (loop->deferred_last == d)
-        loop->deferred_last = prev;
-      break;
-    }
   d->queued = 0;
-  d->next = NULL;
+  if (d->prev != NULL)
+    d->prev->next = d->next;
+  else
+    loop->deferred = d->next;
+  if (d->next != NULL)
+    d->next->prev = d->prev;
+  else
+    loop->deferred_tail = d->prev;
+  d->next = d->prev = NULL;
 }
 
-/* Runs the work queued when this pass began, oldest first; work queued
- * meanwhile waits for the next pass. One at a time off the live queue, so
- * that a fn may cancel (and free) entries behind it. */
+/* Runs the calls queued when it starts (one queued again meanwhile waits
+ * for the next round, so a call cannot keep the tick busy). */
 static void run_deferred(lua_State *L, lunio_loop *loop) {
   lunio_deferred *d;
   int n = 0;
   for (d = loop->deferred; d != NULL; d = d->next)
     n++;
   while (n-- > 0 && (d = loop->deferred) != NULL) {
-    loop->deferred = d->next;
-    if (loop->deferred == NULL)
-      loop->deferred_last = NULL;
-    d->next = NULL;
-    d->queued = 0;
+    lunio__defer_cancel(loop, d);
     d->fn(L, loop, d);
   }
   if (loop->deferred != NULL)

@@ -109,6 +109,9 @@ function Loop:set_debug(on, slow_seconds) end
 ---@return boolean on
 ---@return number slow_seconds
 function Loop:debug() end
+---Whether a SIGINT arrived during the current (or last) run().
+---@return boolean
+function Loop:interrupted() end
 
 local core = {}
 ---@return lunio.Loop

@@ -20,6 +20,7 @@
 ---@field coroutine lunio.coroutine drop-in `coroutine` library for coroutines inside tasks
 ---@field fs lunio.fs files and directories (`require "lunio.fs"`)
 ---@field signal lunio.signal POSIX signals (`require "lunio.signal"`)
+---@field stream lunio.stream networking (`require "lunio.stream"`)
 local lunio = {}
 
 -- Running ---------------------------------------------------------------
@@ -98,6 +99,40 @@ function lunio.getaddrinfo(host, port, opts) end
 ---@return string host
 ---@return string service
 function lunio.getnameinfo(address, port) end
+
+---A TCP connection (see lunio.stream.open_connection).
+---@async
+---@param host string
+---@param port integer
+---@param opts? lunio.StreamOpts|{timeout?: number}
+---@return lunio.Stream
+function lunio.open_connection(host, port, opts) end
+
+---@async
+---@param path string
+---@param opts? lunio.StreamOpts|{timeout?: number}
+---@return lunio.Stream
+function lunio.open_unix_connection(path, opts) end
+
+---A TCP server, a task per connection (see lunio.stream.start_server).
+---@param handler fun(stream: lunio.Stream)
+---@param host string?
+---@param port integer
+---@param opts? lunio.StreamOpts|{backlog?: integer, reuseport?: boolean}
+---@return lunio.Server
+function lunio.start_server(handler, host, port, opts) end
+
+---@param handler fun(stream: lunio.Stream)
+---@param path string
+---@param opts? lunio.StreamOpts|{backlog?: integer}
+---@return lunio.Server
+function lunio.start_unix_server(handler, path, opts) end
+
+---@param host string?
+---@param port integer
+---@param opts? {max_datagram?: integer}
+---@return lunio.UDP
+function lunio.udp_bind(host, port, opts) end
 
 ---Runs `fn(...)` in a worker thread with its own Lua state and returns its
 ---results. `fn` may have no upvalue but _ENV; arguments and results are

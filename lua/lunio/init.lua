@@ -29,13 +29,31 @@ end
 ---place. See docs/reference.md "Running".
 ---@param fn function|table a callable
 ---@return any ...
+local function is_cancelled(err)
+  return core.is_error(err, "cancelled")
+end
+
+-- The results of fn in place, or its error; a cancellation that a SIGINT
+-- caused becomes kind "interrupted", as loop:run() raises it.
+local function finish_in_place(loop, ok, ...)
+  if ok then return ... end
+  local err = ...
+  if is_cancelled(err) and loop:interrupted() then
+    error(core.new_error("interrupted", "interrupted by SIGINT"), 0)
+  end
+  error(err, 0)
+end
+
 function lunio.run(fn, ...)
   if not is_callable(fn) then
     arg_error(1, "run", "callable expected, got " .. type(fn))
   end
-  if core.running_loop() then
+  local loop = core.running_loop()
+  if loop then
     local task = core.current()
-    if task ~= nil and run_in_place[task] then return fn(...) end
+    if task ~= nil and run_in_place[task] then
+      return finish_in_place(loop, pcall(fn, ...))
+    end
     error("lunio.run: a loop is already running (inside a task, call the "
       .. "function or spawn it and await the task instead)", 2)
   end
@@ -79,9 +97,6 @@ local is_error = core.is_error
 ---True when `err` is a cancellation error (kind "cancelled").
 ---@param err any
 ---@return boolean
-local function is_cancelled(err)
-  return is_error(err, "cancelled")
-end
 lunio.is_cancelled = is_cancelled
 
 local function pcall_finish(ok, ...)
@@ -308,11 +323,14 @@ lunio.coroutine = {
 -- that `require "lunio"` stays cheap.
 local lazy = {
   http = function() return require "lunio.http" end,
+  stream = function() return require "lunio.stream" end,
   testing = function() return require "lunio.testing" end,
   fs = function() return require "lunio.fs" end, -- issue 11
   signal = function() return require "lunio.signal" end, -- issue 11
 }
-local lazy_sets = { "lunio.sync", "lunio.combinators" }
+-- lunio.stream: open_connection, start_server, open_unix_connection,
+-- start_unix_server, udp_bind.
+local lazy_sets = { "lunio.sync", "lunio.combinators", "lunio.stream" }
 
 setmetatable(lunio, {
   __index = function(t, k)

@@ -3,8 +3,9 @@
 --   it("works", lunio.testing.async(function() ... end))
 --
 -- Each test body runs as the main task of a fresh loop, with a time limit,
--- and fails when it leaves tasks, scheduled callbacks, active libuv handles
--- or open file descriptors behind.
+-- and fails when it leaves tasks, scheduled callbacks, active libuv handles,
+-- unclosed streams, servers or UDP sockets, or open file descriptors
+-- behind.
 local core = require "lunio.core"
 
 local testing = {}
@@ -73,6 +74,11 @@ function testing.async(fn, opts)
       local active = loop:active_handles()
       if active > 0 then
         problems[#problems + 1] = active .. " active libuv handle(s) left"
+      end
+      local streams = core.stream.open_count(loop)
+      if streams > 0 then
+        problems[#problems + 1] = streams
+          .. " stream(s), server(s) or UDP socket(s) left open"
       end
     end
     loop:close()
