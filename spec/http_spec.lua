@@ -398,6 +398,37 @@ describe("lunio.http", function()
   end)
 
   describe("sessions", function()
+    -- A request without options reuses a curl handle set up for the same
+    -- template (its URL changes, nothing else); a request with options, or
+    -- another template, must never inherit a setting from it.
+    it("reuse handles set up for option-less requests without mixing options",
+      async(function()
+        local s <close> = http.Session({ max_per_host = 2 })
+        for _ = 1, 3 do
+          assert.equal(1024, #s:get(srv:url("/small.txt")).body)
+          local h = s:head(srv:url("/small.txt"))
+          assert.equal(200, h.status)
+          assert.equal("", h.body)
+          local e = echo_fields(s:get(srv:url("/echo"),
+            { headers = { ["X-Test"] = "once" } }):text())
+          assert.equal("once", e["header.x-test"])
+          e = echo_fields(s:get(srv:url("/echo")):text())
+          assert.equal("", e["header.x-test"])
+          assert.equal("GET", e.method)
+          e = echo_fields(s:post(srv:url("/echo")):text())
+          assert.equal("POST", e.method)
+          assert.equal(302, s:get(srv:url("/redirect/1"), { redirects = 0 }).status)
+          assert.equal(200, s:get(srv:url("/redirect/1")).status)
+          local tls = s:get(srv:url("/small.txt", "tls"), { cainfo = srv.cert })
+          assert.equal("2", tls.http_version)
+        end
+        -- lazily parsed fields of a reused handle's response
+        local r = s:get(srv:url("/small.txt"))
+        assert.equal("OK", r.reason)
+        assert.equal("text/plain", r.headers["Content-Type"])
+        assert.is_true(r.timings.total >= r.timings.ttfb)
+      end))
+
     it("apply base_url and default headers, overridable", async(function()
       local s <close> = http.Session({
         base_url = srv:url("/"),

@@ -75,6 +75,18 @@ typedef struct sess_ud {
   long max_conn, max_host;
 } sess_ud;
 
+/* An idle easy handle. One that last ran a request made from a template
+ * (a request without options: http.lua's spec templates, numbered) keeps
+ * that configuration, its header list included, so the next request of
+ * the same template and URL scheme only sets its URL and pointers. */
+typedef struct easy_slot {
+  CURL *e;
+  lua_Integer tmpl; /* template it is configured for, or 0 (reset) */
+  struct curl_slist *hdrs;
+  curl_off_t max_body;
+  int https, follow;
+} easy_slot;
+
 struct sess {
   lunio_curlm m;      /* the multi handle on the loop (http_multi.c) */
   lunio_resource res; /* registered with the loop while open */
@@ -84,7 +96,7 @@ struct sess {
   CURLSH *share;
   xfer *active;   /* transfers whose easy handle is in the multi */
   xfer *sig_head; /* transfers with something to tell their task */
-  CURL **free_easy;
+  easy_slot *free_easy;
   int nfree;
   int nactive;
   int shut;    /* torn down (or tearing down) */
@@ -98,6 +110,8 @@ struct xfer {
   lunio_loop *loop;
   CURL *easy;
   struct curl_slist *hdrs;
+  lua_Integer tmpl; /* the template the request was made from, or 0 */
+  int https;
   lunio_task *task;    /* parked task, if any */
   xfer *next, *prev;   /* s->active */
   xfer *snext, *sprev; /* s->sig_head */
@@ -235,23 +249,70 @@ static void active_unlink(xfer *x) {
     lunio__curlm_ref(&s->m, 0);
 }
 
-/* An easy handle from the free list, or a new one (*fresh set). */
-static CURL *easy_get(sess *s, int *fresh) {
-  *fresh = s->nfree == 0;
-  if (s->nfree > 0)
-    return s->free_easy[--s->nfree];
-  return curl_easy_init();
+/* Forgets a slot's configuration (curl_easy_reset keeps connections, the
+ * session cache and the DNS cache). */
+static void slot_reset(easy_slot *slot) {
+  /* 7.88.1's reset keeps (and leaks) the cookie file list; clearing it
+   * leaves the shared jar and the handle's cookie engine alone. */
+  curl_easy_setopt(slot->e, CURLOPT_COOKIEFILE, NULL);
+  curl_easy_reset(slot->e);
+  curl_slist_free_all(slot->hdrs);
+  slot->hdrs = NULL;
+  slot->tmpl = 0;
 }
 
-static void easy_put(sess *s, CURL *e) {
-  if (s != NULL && !s->shut && s->nfree < MAX_FREE_EASY) {
-    /* 7.88.1's reset keeps (and leaks) the cookie file list; clearing it
-     * leaves the shared jar and the handle's cookie engine alone. */
-    curl_easy_setopt(e, CURLOPT_COOKIEFILE, NULL);
-    curl_easy_reset(e);
-    s->free_easy[s->nfree++] = e;
+/* An easy handle for x: one configured for x's template and scheme when
+ * the free list has it (*configured set, x takes back its header list),
+ * else a reset one (*fresh when new). */
+static CURL *easy_get(sess *s, xfer *x, int *fresh, int *configured) {
+  int i;
+  easy_slot slot;
+  *fresh = *configured = 0;
+  if (s->nfree == 0) {
+    *fresh = 1;
+    return curl_easy_init();
+  }
+  i = s->nfree - 1;
+  if (x->tmpl != 0)
+    for (; i >= 0; i--)
+      if (s->free_easy[i].tmpl == x->tmpl && s->free_easy[i].https == x->https)
+        break;
+  if (i < 0)
+    i = s->nfree - 1;
+  slot = s->free_easy[i];
+  s->free_easy[i] = s->free_easy[--s->nfree];
+  if (x->tmpl != 0 && slot.tmpl == x->tmpl && slot.https == x->https) {
+    *configured = 1;
+    x->hdrs = slot.hdrs;
+    x->follow = slot.follow;
+    x->max_body = slot.max_body;
+  } else if (slot.tmpl != 0)
+    slot_reset(&slot);
+  return slot.e;
+}
+
+/* Gives x's easy handle back: configured for x's template when x ran to
+ * completion from one (the slot takes its header list), reset otherwise. */
+static void easy_put(sess *s, xfer *x) {
+  easy_slot slot;
+  slot.e = x->easy;
+  slot.tmpl = 0;
+  slot.hdrs = x->hdrs;
+  x->hdrs = NULL;
+  if (s == NULL || s->shut || s->nfree >= MAX_FREE_EASY) {
+    curl_slist_free_all(slot.hdrs);
+    curl_easy_cleanup(slot.e);
+    return;
+  }
+  if (x->tmpl != 0 && x->state == X_DONE && x->result == CURLE_OK &&
+      !x->paused) {
+    slot.tmpl = x->tmpl;
+    slot.https = x->https;
+    slot.follow = x->follow;
+    slot.max_body = x->max_body;
   } else
-    curl_easy_cleanup(e);
+    slot_reset(&slot);
+  s->free_easy[s->nfree++] = slot;
 }
 
 /* Takes x out of its session: out of the multi, off both lists, easy
@@ -268,7 +329,7 @@ static void xfer_detach(xfer *x) {
     lunio__io_end(x->loop);
   }
   if (x->easy) {
-    easy_put(s, x->easy);
+    easy_put(s, x);
     x->easy = NULL;
   }
   curl_slist_free_all(x->hdrs);
@@ -328,9 +389,9 @@ static void collect_info(xfer *x) {
 static void xfer_complete(xfer *x, CURLcode rc) {
   collect_info(x);
   x->result = rc;
+  x->state = X_DONE; /* before detach: a completed handle may stay set up */
   xfer_detach(x);
   xfer_close_output(x);
-  x->state = X_DONE;
   if (x->want_progress && rc == CURLE_OK) {
     if (x->dltotal < 0)
       x->dltotal = x->dlnow;
@@ -551,8 +612,11 @@ static void sess_teardown(sess *s, int wake_tasks) {
       wake(x);
     }
   }
-  while (s->nfree > 0)
-    curl_easy_cleanup(s->free_easy[--s->nfree]);
+  while (s->nfree > 0) {
+    easy_slot *slot = &s->free_easy[--s->nfree];
+    curl_easy_cleanup(slot->e);
+    curl_slist_free_all(slot->hdrs);
+  }
   /* The multi handle first (its cleanup may still close sockets), then the
    * share; s is freed by the engine's last close callback (sess_freed). */
   {
@@ -822,6 +886,16 @@ static void push_timings(lua_State *L, xfer *x) {
   lua_setfield(L, -2, "total");
 }
 
+/* The timings as five native doubles in one string (dns, connect, tls,
+ * ttfb, total): http.lua unpacks them when Response.timings is read. */
+static void push_timings_raw(lua_State *L, xfer *x) {
+  double t[5];
+  int i;
+  for (i = 0; i < 5; i++)
+    t[i] = usec(x->times[i]);
+  lua_pushlstring(L, (const char *)t, sizeof t);
+}
+
 static const char *version_name(long v) {
   switch (v) {
   case CURL_HTTP_VERSION_1_0:
@@ -837,83 +911,29 @@ static const char *version_name(long v) {
   }
 }
 
-static const char *skip_ws(const char *p, const char *e) {
-  while (p < e && (*p == ' ' || *p == '\t'))
-    p++;
-  return p;
-}
-
-static const char *trim_end(const char *p, const char *e) {
-  while (e > p &&
-         (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n'))
-    e--;
-  return e;
-}
-
-/* Parses the header buffer into info.reason and info.headers, a flat list
- * {name1, value1, name2, value2, ...} in arrival order. */
-static void push_headers(lua_State *L, xfer *x, int info) {
-  const char *p = x->head.p, *end = p + x->head.len;
-  int n = 0, first = 1;
-  lua_newtable(L);
-  while (p && p < end) {
-    const char *nl = memchr(p, '\n', (size_t)(end - p));
-    const char *le = nl ? nl : end, *ve = trim_end(p, le);
-    if (first && ve - p >= 5 && memcmp(p, "HTTP/", 5) == 0) {
-      /* "HTTP/1.1 200 OK": the reason is what follows the code. */
-      const char *q = memchr(p, ' ', (size_t)(ve - p));
-      if (q) {
-        q = skip_ws(q, ve);
-        while (q < ve && *q >= '0' && *q <= '9')
-          q++;
-        q = skip_ws(q, ve);
-        lua_pushlstring(L, q, (size_t)(ve - q));
-      } else
-        lua_pushliteral(L, "");
-      lua_setfield(L, info, "reason");
-    } else if (ve > p && (*p == ' ' || *p == '\t') && n > 0) {
-      /* obsolete line folding: continue the previous value */
-      const char *q = skip_ws(p, ve);
-      lua_rawgeti(L, -1, n);
-      lua_pushliteral(L, " ");
-      lua_pushlstring(L, q, (size_t)(ve - q));
-      lua_concat(L, 3);
-      lua_rawseti(L, -2, n);
-    } else if (ve > p) {
-      const char *colon = memchr(p, ':', (size_t)(ve - p));
-      if (colon) {
-        const char *v = skip_ws(colon + 1, ve);
-        lua_pushlstring(L, p, (size_t)(trim_end(p, colon) - p));
-        lua_rawseti(L, -2, ++n);
-        lua_pushlstring(L, v, (size_t)(ve - v));
-        lua_rawseti(L, -2, ++n);
-      }
-    }
-    first = 0;
-    p = nl ? nl + 1 : end;
-  }
-  lua_setfield(L, info, "headers");
-}
-
-/* The response table handed to http.lua. */
+/* The response table handed to http.lua, which makes it the Response.
+ * The header block and the timings go as one string each (_head, _times):
+ * http.lua parses them only when headers, reason or timings are read, so
+ * a request whose caller reads the status and the body builds no header
+ * strings at all. */
 static void push_info(lua_State *L, xfer *x) {
   int info;
-  lua_createtable(L, 0, 9);
+  lua_createtable(L, 0, 16); /* room for the fields http.lua adds */
   info = lua_gettop(L);
   lua_pushinteger(L, x->status);
   lua_setfield(L, info, "status");
-  lua_pushliteral(L, "");
-  lua_setfield(L, info, "reason");
   lua_pushstring(L, version_name(x->version));
   lua_setfield(L, info, "http_version");
   lua_pushstring(L, x->eff_url ? x->eff_url : x->req_url);
   lua_setfield(L, info, "url");
-  push_headers(L, x, info);
-  push_timings(L, x);
-  lua_setfield(L, info, "timings");
+  lua_pushlstring(L, x->head.p ? x->head.p + x->head.off : "",
+                  lunio__buf_avail(&x->head));
+  lua_setfield(L, info, "_head");
+  push_timings_raw(L, x);
+  lua_setfield(L, info, "_times");
   if (x->dltotal >= 0) {
     lua_pushinteger(L, (lua_Integer)x->dltotal);
-    lua_setfield(L, info, "content_length");
+    lua_setfield(L, info, "_total");
   }
   if (!x->stream && !x->out_path) {
     lua_pushlstring(L, x->body.p ? x->body.p + x->body.off : "",
@@ -1021,6 +1041,17 @@ static long ms_of(double seconds) {
 
 /* Applies the spec table to a fresh easy handle. On bad input it pushes
  * the error value and returns 1, so the caller can undo before raising. */
+/* What differs between two requests of one template: the URL and the
+ * transfer the callbacks see. */
+static void setup_transfer(xfer *x) {
+  CURL *e = x->easy;
+  curl_easy_setopt(e, CURLOPT_URL, x->req_url);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+}
+
 static int setup_easy(lua_State *L, sess *s, xfer *x, int spec, int fresh) {
   CURL *e = x->easy;
   const char *url, *method, *body, *str;
@@ -1029,27 +1060,18 @@ static int setup_easy(lua_State *L, sess *s, xfer *x, int spec, int fresh) {
   int i, n;
   long redirects;
 
-  url = opt_string(L, spec, "url");
-  if (url == NULL) {
-    lua_pushliteral(L, "spec.url missing");
-    return 1;
-  }
-  x->req_url = xstrdup(url);
+  url = x->req_url;
   method = opt_string(L, spec, "method");
   if (method == NULL)
     method = "GET";
 
-  curl_easy_setopt(e, CURLOPT_URL, url);
-  curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
+  setup_transfer(x);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, lunio__curlm_closesocket);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, &s->m);
   /* The share holds the cookie jar. Loading the (empty) cookie file turns
@@ -1213,11 +1235,13 @@ static int setup_easy(lua_State *L, sess *s, xfer *x, int spec, int fresh) {
  * decompress, stream, output, max_body_size, user, password, on_progress */
 static int http_perform(lua_State *L) {
   sess_ud *u = check_session(L, 1);
+  lua_Integer tmpl = luaL_optinteger(L, 3, 0);
+  const char *url;
   lunio_loop *loop;
   sess *s;
   xfer *x;
   CURLMcode mrc;
-  int fresh;
+  int fresh, configured;
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
   lunio__check_in_task(L, "fetch");
@@ -1230,12 +1254,22 @@ static int http_perform(lua_State *L) {
   x->max_body = -1;
   x->dltotal = -1;
   luaL_setmetatable(L, XFER_MT);
-  x->easy = easy_get(s, &fresh);
+  url = opt_string(L, 2, "url");
+  if (url == NULL)
+    return luaL_error(L, "spec.url missing");
+  x->req_url = xstrdup(url);
+  if (x->req_url == NULL)
+    return luaL_error(L, "not enough memory");
+  x->tmpl = tmpl;
+  x->https = strncasecmp(url, "https:", 6) == 0;
+  x->easy = easy_get(s, x, &fresh, &configured);
   if (x->easy == NULL)
     return luaL_error(L, "cannot create a curl handle");
   x->state = X_RUNNING;
   active_link(s, x); /* from here on __gc/abort clean up */
-  if (setup_easy(L, s, x, 2, fresh) != 0) {
+  if (configured)
+    setup_transfer(x); /* the rest is the template's, set already */
+  else if (setup_easy(L, s, x, 2, fresh) != 0) {
     xfer_abort(x, "aborted", "bad request");
     return lua_error(L);
   }
@@ -1358,7 +1392,23 @@ static const luaL_Reg xfer_meta[] = {{"__gc", xfer_gc},
                                      {"__tostring", xfer_tostring},
                                      {NULL, NULL}};
 
+/* new_template_id() -> a number never returned before in this Lua state
+ * (the easy slots tell templates apart by it, so it must survive a reload
+ * of http.lua; the count lives in the registry). */
+static const char template_key = 'T';
+
+static int http_new_template_id(lua_State *L) {
+  lua_Integer id;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &template_key);
+  id = lua_tointeger(L, -1) + 1;
+  lua_pushinteger(L, id);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &template_key);
+  lua_pushinteger(L, id);
+  return 1;
+}
+
 static const luaL_Reg http_funcs[] = {{"session_new", http_session_new},
+                                      {"new_template_id", http_new_template_id},
                                       {"session_config", http_session_config},
                                       {"default_session", http_default_session},
                                       {"perform", http_perform},

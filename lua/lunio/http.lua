@@ -136,10 +136,46 @@ local Headers = {}
 local HeadersMT = { __name = "lunio.http.Headers" }
 M.Headers = Headers
 
----@param flat string[] name1, value1, name2, value2, ...
+-- Parses a response's header block (its lines as received, the status
+-- line first) into a flat list {name1, value1, name2, value2, ...} in
+-- arrival order; a folded line continues the previous value.
+local function parse_header_block(raw)
+  local flat, n = {}, 0
+  for line in raw:gmatch("[^\n]+") do
+    line = line:match("^(.-)[ \t\r]*$")
+    if line:find("^[ \t]") then
+      if n > 0 then flat[n] = flat[n] .. " " .. line:match("^[ \t]*(.*)") end
+    elseif line ~= "" and not line:find("^HTTP/") then
+      local name, value = line:match("^([^:]-)[ \t]*:[ \t]*(.*)$")
+      if name then
+        flat[n + 1], flat[n + 2] = name, value
+        n = n + 2
+      end
+    end
+  end
+  return flat
+end
+M._parse_header_block = parse_header_block
+
+-- A Headers object over a header block (parsed on first use) or a flat
+-- list of names and values.
+---@param src string|string[]
 ---@return lunio.http.Headers
-local function new_headers(flat)
-  return setmetatable({ _flat = flat or {} }, HeadersMT)
+local function new_headers(src)
+  if type(src) == "string" then
+    return setmetatable({ _raw = src }, HeadersMT)
+  end
+  return setmetatable({ _flat = src or {} }, HeadersMT)
+end
+
+-- The flat list of a Headers object, parsing its block the first time.
+local function flat_of(self)
+  local f = rawget(self, "_flat")
+  if f == nil then
+    f = parse_header_block(rawget(self, "_raw") or "")
+    self._flat = f
+  end
+  return f
 end
 
 -- name:lower() -> list of values, built on first use. rawget: a missing
@@ -148,7 +184,7 @@ local function headers_index(self)
   local idx = rawget(self, "_idx")
   if idx == nil then
     idx = {}
-    local f = self._flat
+    local f = flat_of(self)
     for i = 1, #f, 2 do
       local k = f[i]:lower()
       local list = idx[k]
@@ -214,7 +250,7 @@ end
 --- The headers as a list of {name, value} pairs, in order.
 ---@return string[][]
 function Headers:list()
-  local out, f = {}, self._flat
+  local out, f = {}, flat_of(self)
   for i = 1, #f, 2 do out[#out + 1] = { f[i], f[i + 1] } end
   return out
 end
@@ -222,7 +258,7 @@ end
 --- `for name, value in pairs(headers)`: every header line in order (a
 --- repeated header appears once per line).
 function HeadersMT:__pairs()
-  local f, i = self._flat, -1
+  local f, i = flat_of(self), -1
   return function()
     i = i + 2
     local k = f[i]
@@ -231,11 +267,11 @@ function HeadersMT:__pairs()
 end
 
 function HeadersMT:__len()
-  return #self._flat // 2
+  return #flat_of(self) // 2
 end
 
 function HeadersMT:__tostring()
-  local out, f = {}, self._flat
+  local out, f = {}, flat_of(self)
   for i = 1, #f, 2 do out[#out + 1] = f[i] .. ": " .. f[i + 1] end
   return concat(out, "\n")
 end
@@ -254,9 +290,36 @@ end
 ---@field timings {dns: number, connect: number, tls: number, ttfb: number, total: number}
 ---@field output string|nil
 local Response = {}
-Response.__index = Response
 Response.__name = "lunio.http.Response"
 M.Response = Response
+
+-- Fields computed when first read, from what the C side left raw (_head:
+-- the header block, _times: five doubles): most callers never read them.
+local LAZY = {
+  headers = function(self) return new_headers(rawget(self, "_head") or "") end,
+  reason = function(self)
+    local line = (rawget(self, "_head") or ""):match("^[^\r\n]*")
+    return line:match("^HTTP/%S+[ \t]+%d+[ \t]*(.-)[ \t]*$") or ""
+  end,
+  timings = function(self)
+    local raw = rawget(self, "_times")
+    if raw == nil then return nil end
+    local dns, connect, tls, ttfb, total = string.unpack("ddddd", raw)
+    return { dns = dns, connect = connect, tls = tls, ttfb = ttfb, total = total }
+  end,
+}
+
+function Response.__index(self, k)
+  local method = Response[k]
+  if method ~= nil then return method end
+  local make = LAZY[k]
+  if make ~= nil then
+    local v = make(self)
+    rawset(self, k, v)
+    return v
+  end
+  return nil
+end
 
 local function refresh_timings(self)
   local t = C.transfer_info(self._xfer)
@@ -363,24 +426,18 @@ function Response:__tostring()
     self.reason ~= "" and " " .. self.reason or "", self.url)
 end
 
+-- The C side's table becomes the Response (no copy).
 local function make_response(info, xfer, spec, session)
   local status = info.status
-  return setmetatable({
-    status = status,
-    ok = status >= 200 and status < 300,
-    reason = info.reason,
-    http_version = info.http_version,
-    url = info.url,
-    method = spec.method,
-    headers = new_headers(info.headers),
-    body = info.body,
-    output = spec.output,
-    timings = info.timings,
-    _xfer = xfer,
-    _session = xfer and session or nil, -- keeps the pool alive while streaming
-    _progress = xfer and spec.on_progress or nil,
-    _total = info.content_length,
-  }, Response)
+  info.ok = status >= 200 and status < 300
+  info.method = spec.method
+  info.output = spec.output
+  if xfer then
+    info._xfer = xfer
+    info._session = session -- keeps the pool alive while streaming
+    info._progress = spec.on_progress
+  end
+  return setmetatable(info, Response)
 end
 
 -- ---------------------------------------------------------------------------
@@ -666,6 +723,9 @@ local POS_REQUEST = { method = 1, url = 2, opts = 3 }
 -- config and method, and such a request's spec is {url = ...} inheriting
 -- the rest through its metatable. Configs are fixed once a session exists.
 local templates = setmetatable({}, { __mode = "k" }) -- cfg -> method -> mt
+-- Each template has a number, never reused (C.new_template_id): the C side
+-- keeps an idle curl handle set up for a template and, for the next
+-- request of the same number, sets only its URL (see http.c's easy slots).
 
 local function remember(cfg, method, spec)
   local by_method = templates[cfg]
@@ -677,14 +737,14 @@ local function remember(cfg, method, spec)
   for k, v in pairs(spec) do
     if k ~= "url" then shared[k] = v end
   end
-  by_method[method] = { __index = shared }
+  by_method[method] = { __index = shared, template = C.new_template_id() }
 end
 
 local function spec_of(cfg, method, url, opts)
   if opts == nil then
     local by_method = templates[cfg]
     local mt = by_method and by_method[method or "GET"]
-    if mt then return setmetatable({ url = check_url(cfg, url) }, mt) end
+    if mt then return setmetatable({ url = check_url(cfg, url) }, mt), mt.template end
     local spec = prepare(cfg, method, url, nil)
     remember(cfg, method or "GET", spec)
     return spec
@@ -695,7 +755,7 @@ end
 --- Runs one request. Called in tail position by every public entry point,
 --- so level 2 of an error is the user's call site.
 local function request_impl(session, cfg, method, url, opts, fname, pos)
-  local ok, spec = pcall(spec_of, cfg, method, url, opts)
+  local ok, spec, template = pcall(spec_of, cfg, method, url, opts)
   if not ok then
     if getmetatable(spec) == ArgError then
       error(format("bad argument #%d to '%s' (%s)", pos[spec.which] or 1,
@@ -703,7 +763,7 @@ local function request_impl(session, cfg, method, url, opts, fname, pos)
     end
     error(spec, 0)
   end
-  local info, xfer = C.perform(session, spec)
+  local info, xfer = C.perform(session, spec, template)
   return make_response(info, xfer, spec, session)
 end
 
