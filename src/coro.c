@@ -39,8 +39,10 @@ static int is_refusal(lua_State *L, lua_State *co) {
   return same;
 }
 
-/* Resumes co with the n values at the top of L. */
-static int resume_inner(lua_State *L, lua_State *co, int n) {
+/* Resumes co with the n values at the top of L; `owner` is the task co is
+ * parked for (when the task's own resume comes down to it), whose token
+ * goes along so that co's continuation accepts the resume. */
+static int resume_inner(lua_State *L, lua_State *co, int n, lunio_task *owner) {
   lunio_task *t = lunio__task_of(L);
   lunio_loop *loop = t != NULL ? t->loop : NULL;
   lua_State *prev_co = NULL;
@@ -51,12 +53,16 @@ static int resume_inner(lua_State *L, lua_State *co, int n) {
     lua_pushliteral(L, "cannot resume dead coroutine");
     return 2;
   }
-  if (!lua_checkstack(co, n)) {
+  if (!lua_checkstack(co, n + 1)) {
     lua_pushboolean(L, 0);
     lua_pushliteral(L, "too many arguments to resume");
     return 2;
   }
   lua_xmove(L, co, n);
+  if (owner != NULL) {
+    lua_pushlightuserdata(co, owner);
+    n++;
+  }
   if (loop != NULL) { /* co runs for t until it returns or yields */
     prev_co = loop->running_co;
     prev_yieldable = loop->chain_yieldable;
@@ -105,12 +111,13 @@ static int resume_k(lua_State *L, int status, lua_KContext ctx) {
     lua_settop(L, 1);
     return lunio__refuse_resume(L, ctx, resume_k);
   }
-  return resume_inner(L, lua_tothread(L, 1), lua_gettop(L) - 1);
+  return resume_inner(L, lua_tothread(L, 1), lua_gettop(L) - 1,
+                      (lunio_task *)ctx);
 }
 
 static int co_resume(lua_State *L) {
   lua_State *co = check_co(L, 1);
-  return resume_inner(L, co, lua_gettop(L) - 1);
+  return resume_inner(L, co, lua_gettop(L) - 1, NULL);
 }
 
 static int co_create(lua_State *L) {

@@ -964,6 +964,10 @@ static void resume(lua_State *L, lunio_loop *loop, lua_State *co, int nargs,
   lunio_task *owner;
   loop->running_co = co;
   loop->chain_yieldable = 1;
+  if (resumed != NULL) { /* the await's continuation checks this token */
+    lua_pushlightuserdata(co, resumed);
+    nargs++;
+  }
   status = lua_resume(co, L, nargs, &nres);
   owner = loop->current;
   loop->current = NULL;
@@ -1062,11 +1066,15 @@ lunio_task *lunio__task_of(lua_State *L) {
 }
 
 int lunio__resume_ok(lua_State *L, lunio_task *owner) {
-  lunio_loop *loop = lunio__running_loop(L);
-  /* Pointer comparisons only: owner may be stale after a foreign resume,
-   * but a stale pointer never equals the task being stepped on L. */
-  return owner != NULL && loop != NULL && loop->current == owner &&
-         loop->running_co == L;
+  /* The scheduler (and lunio.coroutine's resume of a parked generator)
+   * passes the owner's address as a light userdata after the wake values.
+   * Pure Lua cannot make a light userdata, and a Task object is a full one,
+   * so a foreign resume cannot pass it. Pointer comparison only: owner may
+   * be stale after a foreign resume. */
+  if (lua_type(L, -1) != LUA_TLIGHTUSERDATA || lua_touserdata(L, -1) != owner)
+    return 0;
+  lua_pop(L, 1);
+  return 1;
 }
 
 void lunio__push_refusal(lua_State *L) {

@@ -109,12 +109,13 @@ static int core_sleep(lua_State *L) {
 /* park's frame is empty; ctx is the parked task. */
 static int park_k(lua_State *L, int status, lua_KContext ctx) {
   lunio_task *t = (lunio_task *)ctx;
-  int n = lua_gettop(L);
+  int n;
   (void)status;
   if (!lunio__resume_ok(L, t)) {
     lua_settop(L, 0);
     return lunio__refuse_resume(L, ctx, park_k);
   }
+  n = lua_gettop(L);
   if (t->flags & LUNIO_F_WAKE_ERROR) {
     t->flags &= ~LUNIO_F_WAKE_ERROR;
     lua_pushboolean(L, 0);
