@@ -1,7 +1,7 @@
 /*
- * process.c - child processes on libuv (uv_spawn): the Process handle type
- * ("lunio.Process") that lua/lunio/subprocess.lua turns into the public
- * lunio.subprocess API.
+ * process.c - child processes on libuv (uv_spawn): the handle type
+ * "lunio.ProcessHandle" that lua/lunio/subprocess.lua wraps into the public
+ * lunio.Process and lunio.subprocess API.
  *
  * spawn() starts a child with each standard stream inherited, sent to
  * /dev/null, or connected to a new pipe. A pipe is a lunio.Stream made by
@@ -42,7 +42,7 @@
 
 #include "internal.h"
 
-#define PROCESS_MT "lunio.Process"
+#define PROCESS_MT "lunio.ProcessHandle"
 
 #define container_of(p, type, field)                                           \
   ((type *)(void *)((char *)(p)-offsetof(type, field)))
@@ -422,11 +422,12 @@ static int process_gc(lua_State *L) {
   return 0;
 }
 
+/* (The public lunio.Process shows this too.) */
 static int process_tostring(lua_State *L) {
   proc_ud *ud = luaL_checkudata(L, 1, PROCESS_MT);
   proc *p = ud->p;
   if (p == NULL)
-    lua_pushliteral(L, "lunio.Process<not started>");
+    lua_pushliteral(L, "lunio.ProcessHandle<not started>");
   else if (!p->exited)
     lua_pushfstring(L, "lunio.Process<pid %d, running>", p->pid);
   else if (p->term_signal != 0) {
