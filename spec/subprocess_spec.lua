@@ -229,6 +229,15 @@ describe("lunio.subprocess", function()
       end
     end))
 
+    it("writing to the stdin of a child that exited raises kind epipe", async(function()
+      local p <close> = sp.exec({ "true" }, { stdin = "pipe" })
+      p:wait()
+      local kind = kind_of(function()
+        for _ = 1, 100 do p.stdin:write(("z"):rep(65536)) end
+      end)
+      assert.is_true(kind == "epipe" or kind == "econnreset", kind)
+    end))
+
     it("kill 0 checks that the child is there", async(function()
       local p <close> = sp.exec({ "sleep", "10" })
       assert.is_true(p:kill(0))
@@ -548,12 +557,18 @@ describe("lunio.subprocess", function()
     end))
 
     it("the loop closing kills and reaps a child nobody waits for", function()
+      local fds = core.open_fds()
       local loop = h.new_loop()
-      local p = loop:run(function() return sp.exec({ "sleep", "10" }) end)
+      local p = loop:run(function()
+        return sp.exec({ "sleep", "10" }, { stdin = "pipe", stdout = "pipe" })
+      end)
       assert.equal(0, select("#", p:poll()))
+      assert.is_true(core.open_fds() > fds)
       loop:close()
       assert.same({ nil, "SIGKILL" }, { p:poll() })
       assert.is_nil(proc_state(p.pid))
+      assert.is_true(p.stdout:closed() and p.stdin:closed())
+      assert.equal(fds, core.open_fds()) -- pipes and the loop's descriptors
     end)
 
     it("tasks still waiting when run ends are cancelled: SIGTERM, reaped",
