@@ -148,6 +148,7 @@ describe("examples/graceful_shutdown.lua", function()
     local lunio = require "lunio"
     local pid, port, wait_for, finish = start("--port 0 --work 1")
     local loop = lunio.new_loop()
+    loop:set_watchdog(15 * h.time_scale, function() loop:stop() end) -- never hang
     loop:run(function()
       local busy <close> = lunio.open_connection("127.0.0.1", port)
       local idle <close> = lunio.open_connection("127.0.0.1", port)
