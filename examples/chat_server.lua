@@ -34,13 +34,13 @@ local function broadcast(from, line)
   end
 end
 
--- Writes the outbox until it is shut down and empty (get() raises kind
--- "closed" then). A client that went away, or was dropped, makes write
--- raise: nothing more to do for it either.
+-- Writes the outbox until it is shut down and empty (where iter() ends
+-- the loop). A client that went away, or was dropped, makes write raise:
+-- nothing more to do for it either.
 local function writer(client)
   lunio.pcall(function()
-    while true do
-      client.stream:write(client.outbox:get())
+    for line in client.outbox:iter() do
+      client.stream:write(line)
     end
   end)
 end

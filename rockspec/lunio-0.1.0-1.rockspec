@@ -47,9 +47,9 @@ build = {
       sources = {
         "src/buf.c", "src/clock.c", "src/core.c", "src/coro.c", "src/dns.c",
         "src/errors.c", "src/fs.c", "src/http.c", "src/http_multi.c",
-        "src/join.c", "src/loop.c", "src/req.c", "src/resource.c",
-        "src/sched.c", "src/signal.c", "src/stream.c", "src/task.c",
-        "src/thread.c",
+        "src/join.c", "src/loop.c", "src/process.c", "src/req.c",
+        "src/resource.c", "src/sched.c", "src/signal.c", "src/stream.c",
+        "src/task.c", "src/thread.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "$(LIBUV_INCDIR)", "$(LIBCURL_INCDIR)" },
@@ -66,6 +66,7 @@ build = {
     ["lunio.util"] = "lua/lunio/util.lua",
     ["lunio.fs"] = "lua/lunio/fs.lua",
     ["lunio.signal"] = "lua/lunio/signal.lua",
+    ["lunio.subprocess"] = "lua/lunio/subprocess.lua",
   },
   install = {
     bin = { lunio = "bin/lunio" },

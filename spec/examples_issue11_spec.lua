@@ -85,25 +85,26 @@ describe("examples/parallel_hash.lua", function()
 end)
 
 describe("examples/graceful_shutdown.lua", function()
-  -- Starts the example in the background; returns its pid, a function that
-  -- waits for a line, and one that waits for its exit and returns the
-  -- output and the exit code. (Not under timeout(1): it forwards signals
-  -- in its own way.)
+  -- Starts the example in the background; returns its pid, its port, a
+  -- function that waits for a line (blocking, or with lunio.sleep inside
+  -- a loop), and one that waits for its exit and returns the output and
+  -- the exit code. (Not under timeout(1): it forwards signals in its own
+  -- way.)
   local function start(args)
     local out, pidfile, exitfile = mktemp(), mktemp("-u"), mktemp("-u")
     sh(("(%s lua5.4 examples/graceful_shutdown.lua %s >%s 2>&1 & "
       .. "echo $! >%s; wait $!; echo $? >%s.tmp; mv %s.tmp %s) >/dev/null 2>&1 &")
       :format(lua_env(), args, q(out), q(pidfile), q(exitfile), q(exitfile),
         q(exitfile), q(exitfile)))
-    local function wait_for(pattern)
+    local function wait_for(pattern, nap)
       for _ = 1, 400 do
         local text = read(out) or ""
         if text:find(pattern) then return text end
-        sleep(0.025)
+        ;(nap or sleep)(0.025)
       end
       error("the example never printed " .. pattern .. ":\n" .. (read(out) or ""))
     end
-    wait_for("ready pid=")
+    local port = tonumber(wait_for("ready pid=%d+ port=%d+"):match("port=(%d+)"))
     local pid = read(pidfile):match("%d+")
     local function finish()
       for i = 1, 400 do
@@ -120,39 +121,64 @@ describe("examples/graceful_shutdown.lua", function()
       end
       error("the example did not exit:\n" .. (read(out) or ""))
     end
-    return pid, wait_for, finish
+    return pid, port, wait_for, finish
   end
 
-  it("on SIGTERM stops accepting, finishes every accepted job, exits 0", function()
-    local pid, wait_for, finish = start("--workers 3 --job-time 0.3 --interval 0.05")
-    wait_for("job 4 started")
+  it("on SIGTERM stops accepting, finishes every accepted request, exits 0", function()
+    local pid, _, wait_for, finish = start("--port 0 --work 0.3 --clients 3 --interval 0.05")
+    wait_for("request 4 started")
     sh("kill -TERM " .. pid)
     local out, code = finish()
     assert.are.equal(0, code, out)
     local started, done = {}, {}
-    for id in out:gmatch("job (%d+) started") do started[#started + 1] = id end
-    for id in out:gmatch("job (%d+) done") do done[id] = true end
+    for id in out:gmatch("request (%d+) started") do started[#started + 1] = id end
+    for id in out:gmatch("request (%d+) done") do done[id] = true end
     assert.is_true(#started >= 4)
-    for _, id in ipairs(started) do assert.is_true(done[id], "job " .. id .. " unfinished") end
+    for _, id in ipairs(started) do assert.is_true(done[id], "request " .. id .. " unfinished") end
     local accepted, finished = out:match("shut down cleanly: (%d+) accepted, (%d+) done")
     assert.are.equal(accepted, finished, out)
-    assert.matches("SIGTERM: stopped accepting; finishing %d+ in flight, %d+ queued", out)
-    -- nothing starts after the SIGTERM line but what was accepted before
+    assert.are.equal(#started, tonumber(accepted), out)
+    assert.matches("SIGTERM: stopped accepting; finishing %d+ in flight", out)
+    -- nothing starts after the SIGTERM line
     local after = out:match("SIGTERM: stopped accepting.*")
-    for id in after:gmatch("job (%d+) started") do
-      assert.is_true(tonumber(id) <= tonumber(accepted))
-    end
+    assert.is_nil(after:find("started", 1, true), out)
+  end)
+
+  it("answers the request in flight, closes idle connections, refuses new ones", function()
+    local lunio = require "lunio"
+    local pid, port, wait_for, finish = start("--port 0 --work 1")
+    local loop = lunio.new_loop()
+    loop:set_watchdog(15 * h.time_scale, function() loop:stop() end) -- never hang
+    loop:run(function()
+      local busy <close> = lunio.open_connection("127.0.0.1", port)
+      local idle <close> = lunio.open_connection("127.0.0.1", port)
+      busy:write("hello\n")
+      wait_for("request 1 started: hello", lunio.sleep)
+      sh("kill -TERM " .. pid)
+      wait_for("SIGTERM: stopped accepting; finishing 1 in flight", lunio.sleep)
+      -- still draining (the request takes 1 s): new connections are refused
+      local ok, err = pcall(lunio.open_connection, "127.0.0.1", port)
+      assert.is_false(ok)
+      assert.are.equal("econnrefused", err.kind)
+      assert.is_nil(idle:read_line()) -- closed by the server
+      assert.are.equal("done 1: hello", busy:read_line())
+      assert.is_nil(busy:read_line())
+    end)
+    loop:close()
+    local out, code = finish()
+    assert.are.equal(0, code, out)
+    assert.matches("shut down cleanly: 1 accepted, 1 done %(1 SIGTERM%)\n$", out)
   end)
 
   it("a second SIGTERM while draining gives up on the rest, exits 1", function()
-    local pid, wait_for, finish = start("--workers 2 --job-time 5 --interval 0.05")
-    wait_for("job 2 started")
+    local pid, _, wait_for, finish = start("--port 0 --work 5 --clients 2 --interval 0.05")
+    wait_for("request 2 started")
     sh("kill -TERM " .. pid)
     wait_for("SIGTERM: stopped accepting")
     sh("kill -TERM " .. pid)
     local out, code = finish()
     assert.are.equal(1, code, out)
-    assert.matches("SIGTERM again: abandoning %d+ job%(s%)", out)
+    assert.matches("SIGTERM again: abandoning 2 request%(s%)", out)
     assert.is_nil(out:find("done", 1, true))
   end)
 end)

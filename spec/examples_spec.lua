@@ -86,12 +86,43 @@ cases["examples/chat_server.lua"] = function()
   end, same = false, signal = { "INT", 0.5 } } }
 end
 
+-- A server with two clients of its own; SIGTERM 0.5 s in, while the
+-- clients' requests (0.2 s each) are in flight.
 cases["examples/graceful_shutdown.lua"] = function()
-  return { { { "--workers", "2", "--job-time", "0.2", "--interval", "0.05" },
+  return { { { "--port", "0", "--work", "0.2", "--clients", "2", "--interval", "0.05" },
     function(out, err, code)
       assert.equal(0, code, err)
-      assert.matches("shut down cleanly: (%d+) accepted, %1 done", out)
+      local accepted = assert(out:match("shut down cleanly: (%d+) accepted, %1 done"), out)
+      assert.is_true(tonumber(accepted) >= 2, out)
     end, same = false, signal = { "TERM", 0.5 } } }
+end
+
+-- Output as it comes, tagged: [2]'s line lands between [1]'s two; the
+-- timeout stops [4]; the summary comes in command order.
+cases["examples/run_many.lua"] = function()
+  return {
+    { { "-j", "3", "-t", "0.5", "echo a; sleep 0.3; echo b", "sleep 0.1; echo c",
+      "echo err >&2; exit 3", "sleep 5" }, function(out, err, code)
+      assert.equal(1, code, err)
+      local l = lines(out)
+      assert.equal(7, #l, out)
+      assert.same({ "[1] a", "[2] c", "[1] b" }, { l[1], l[2], l[3] })
+      assert.matches("^%[1%] exit 0 after 0%.%d%d s: echo a; sleep 0%.3; echo b$", l[4])
+      assert.matches("^%[2%] exit 0 after 0%.%d%d s: sleep 0%.1; echo c$", l[5])
+      assert.matches("^%[3%] exit 3 after %d%.%d%d s: echo err >&2; exit 3$", l[6])
+      assert.matches("^%[4%] timed out after 0%.5%d s: sleep 5$", l[7])
+      assert.equal("[3] err\n", err)
+    end, same = false },
+    { { "--", "echo x", "printf 'no newline'" }, function(out, err, code)
+      assert.equal(0, code, err)
+      local l = lines(out)
+      assert.equal(4, #l, out)
+      if l[1] ~= "[1] x" then l[1], l[2] = l[2], l[1] end -- either may come first
+      assert.same({ "[1] x", "[2] no newline" }, { l[1], l[2] })
+      assert.matches("^%[1%] exit 0 after %d%.%d%d s: echo x$", l[3])
+      assert.matches("^%[2%] exit 0 after %d%.%d%d s: printf 'no newline'$", l[4])
+    end, same = false },
+  }
 end
 
 cases["examples/hello.lua"] = function()

@@ -119,6 +119,7 @@ local function runtime_api(srv)
     ["lunio.fs"] = public_names(lunio.fs),
     ["lunio.signal"] = public_names(lunio.signal),
     ["lunio.stream"] = public_names(lunio.stream),
+    ["lunio.subprocess"] = public_names(lunio.subprocess),
   }
   api["lunio"]._VERSION = true
   local loop = lunio.new_loop()
@@ -163,6 +164,10 @@ local function runtime_api(srv)
     conn:close()
     udp:close()
     server:close()
+    local proc <close> = lunio.subprocess.exec({ "true" }, { stdout = "pipe" })
+    api["lunio.Process"] = public_names(proc, public_names(methods_of(proc)))
+    proc:wait()
+    proc:close()
     local handler <close> = lunio.signal.on("SIGUSR2", print)
     api["lunio.SignalHandler"] = public_names(methods_of(handler))
     local session <close> = http.Session()

@@ -118,9 +118,13 @@ int lunio__buf_reserve(lunio_buf *b, size_t extra, lunio_pool *pool) {
   if (pool != NULL || b->p == NULL) {
     /* A fresh block: from the pool, or the first one of a realloc'd
      * queue (1 KiB and doubling, as realloc growth does below). */
-    if (pool != NULL)
-      p = lunio__pool_get(pool, need, &cap);
-    else {
+    if (pool != NULL) {
+      /* At least double: beyond the largest class the pool gives exact
+       * sizes, and a queue growing by one read at a time (read_all of a
+       * big stream) would copy itself on every read. */
+      size_t want = b->cap * 2 > need ? b->cap * 2 : need;
+      p = lunio__pool_get(pool, want, &cap);
+    } else {
       cap = LUNIO_POOL_MIN;
       while (cap < need)
         cap *= 2;

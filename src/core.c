@@ -83,6 +83,8 @@ LUNIO_API int luaopen_lunio_core(lua_State *L) {
   lua_setfield(L, -2, "signal");
   lunio__open_stream(L);
   lua_setfield(L, -2, "stream");
+  lunio__open_process(L);
+  lua_setfield(L, -2, "process");
   lua_pushcfunction(L, core_tune_allocator);
   lua_setfield(L, -2, "tune_allocator");
   lua_pushcfunction(L, core_isatty);

@@ -8,7 +8,7 @@
  * Layers (a file calls only into its own layer or the ones below it):
  *
  *   modules    http.c (over http_multi.c)  dns.c  stream.c  fs.c  thread.c
- *              signal.c  (processes ... as they come)
+ *              signal.c  process.c (over stream.c's pipes, signal.c's names)
  *   I/O core   req.c       await one libuv request from a task
  *              buf.c       byte queues and a buffer pool
  *   Lua types  loop.c  task.c  coro.c
@@ -641,5 +641,15 @@ void lunio__open_stream(lua_State *L); /* pushes the core stream table */
 uv_pipe_t *lunio__stream_new_pipe(lua_State *L, lunio_loop *loop);
 /* Closes the Stream at idx at once, dropping queued writes (idempotent). */
 void lunio__stream_close_at(lua_State *L, int idx);
+
+/* ---- process.c: child processes (issue 11) ------------------------------ */
+
+void lunio__open_process(lua_State *L); /* pushes the core process table */
+/* signal.c, for process.c: the number of the signal named `name`
+ * ("SIGTERM"), or 0 when the name is unknown. */
+int lunio__signal_number(const char *name);
+/* signal.c: pushes the name of signal signum ("SIGTERM"; "SIGRTMIN+2" or
+ * "SIG77" for those without one). */
+void lunio__push_signal_name(lua_State *L, int signum);
 
 #endif

@@ -118,6 +118,31 @@ static int check_signal(lua_State *L, int arg) {
   }
 }
 
+/* For process.c: the one table of names, both ways. */
+int lunio__signal_number(const char *name) {
+  size_t i;
+  for (i = 0; i < NSIGNALS; i++)
+    if (strcmp(name, signal_names[i].name) == 0)
+      return signal_names[i].num;
+  return 0;
+}
+
+void lunio__push_signal_name(lua_State *L, int signum) {
+  size_t i;
+  for (i = 0; i < NSIGNALS; i++)
+    if (signal_names[i].num == signum) {
+      lua_pushstring(L, signal_names[i].name);
+      return;
+    }
+#ifdef SIGRTMIN
+  if (signum >= SIGRTMIN && signum <= SIGRTMAX) {
+    lua_pushfstring(L, "SIGRTMIN+%d", signum - SIGRTMIN);
+    return;
+  }
+#endif
+  lua_pushfstring(L, "SIG%d", signum);
+}
+
 /* ---- watchers ----------------------------------------------------------- */
 
 static void sig_ext_close(lunio_loop *loop, void *ext);

@@ -21,6 +21,7 @@
 ---@field fs lunio.fs files and directories (`require "lunio.fs"`)
 ---@field signal lunio.signal POSIX signals (`require "lunio.signal"`)
 ---@field stream lunio.stream networking (`require "lunio.stream"`)
+---@field subprocess lunio.subprocess child processes (`require "lunio.subprocess"`)
 local lunio = {}
 
 -- Running ---------------------------------------------------------------

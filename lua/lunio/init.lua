@@ -327,6 +327,7 @@ local lazy = {
   testing = function() return require "lunio.testing" end,
   fs = function() return require "lunio.fs" end, -- issue 11
   signal = function() return require "lunio.signal" end, -- issue 11
+  subprocess = function() return require "lunio.subprocess" end, -- issue 11
 }
 -- lunio.stream: open_connection, start_server, open_unix_connection,
 -- start_unix_server, udp_bind.
