@@ -271,6 +271,12 @@ lunio_loop *lunio__running_loop(lua_State *L);
 void lunio__push_running_loop(lua_State *L);
 /* Make `loop` (its userdata at idx) the running loop, or none (NULL). */
 void lunio__set_running_loop(lua_State *L, lunio_loop *loop, int idx);
+/* Push the state's running cell: a userdata holding the running loop's
+ * pointer (NULL when none), for hot C functions to carry as an upvalue;
+ * LUNIO_RUNNING_UP reads it there with no registry lookup. */
+void lunio__push_running_cell(lua_State *L);
+#define LUNIO_RUNNING_UP(L, i)                                                 \
+  (*(lunio_loop **)lua_touserdata((L), lua_upvalueindex(i)))
 /* Push the loop's state table (see LUNIO_LT_*); nil once torn down. */
 void lunio__push_loop_table(lua_State *L, lunio_loop *loop);
 /* Push state[key] of the loop's state table. */
@@ -358,9 +364,13 @@ void lunio__resumed(lua_State *L, lunio_task *t);
  * otherwise (main thread, plain coroutines, a parked task's coroutine
  * resumed by someone else). */
 lunio_task *lunio__task_of(lua_State *L);
+/* lunio__task_of with the running loop already known (NULL: none). */
+lunio_task *lunio__task_of_running(lua_State *L, lunio_loop *running);
 /* lunio__task_of, raising a clear error when L is not in a task or
  * cannot yield here (inside a C call such as table.sort). */
 lunio_task *lunio__check_in_task(lua_State *L, const char *fname);
+lunio_task *lunio__check_in_task_of(lua_State *L, lunio_loop *running,
+                                    const char *fname);
 /* In a continuation: nonzero when this resume came from the scheduler for
  * the task that parked (`owner`). Otherwise the caller must restore the
  * stack height it parked with and return lunio__refuse_resume. */

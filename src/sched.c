@@ -34,6 +34,7 @@
 #include "internal.h"
 
 static const char running_key = 'R'; /* the running Loop userdata */
+static const char cell_key = 'C';    /* the running-loop cell (see below) */
 static const char state_key = 'S';   /* {handler = global handler} */
 static const char names_key = 'N';   /* task -> name (weak keys) */
 static const char refusal_key = 'X'; /* the shared "refused resume" error */
@@ -98,6 +99,12 @@ static void arm_timer(lunio_loop *loop);
 
 /* ---- module state -------------------------------------------------- */
 
+/* The running loop is kept twice: as the Loop userdata in the registry,
+ * which anchors it, and as a bare pointer in the state's "running cell", a
+ * small userdata that the hot functions (sleep, spawn, await) carry as an
+ * upvalue. Reading an upvalue costs a few instructions; a registry lookup
+ * by address costs about 220, once per await or spawn. Only
+ * lunio__set_running_loop writes either, so the two always agree. */
 lunio_loop *lunio__running_loop(lua_State *L) {
   lunio_loop *loop;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &running_key);
@@ -110,12 +117,25 @@ void lunio__push_running_loop(lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &running_key);
 }
 
+void lunio__push_running_cell(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cell_key) != LUA_TUSERDATA) {
+    lua_pop(L, 1);
+    *(lunio_loop **)lua_newuserdatauv(L, sizeof(lunio_loop *), 0) =
+        lunio__running_loop(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &cell_key);
+  }
+}
+
 void lunio__set_running_loop(lua_State *L, lunio_loop *loop, int idx) {
   if (loop != NULL)
     lua_pushvalue(L, idx);
   else
     lua_pushnil(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &running_key);
+  lunio__push_running_cell(L);
+  *(lunio_loop **)lua_touserdata(L, -1) = loop;
+  lua_pop(L, 1);
 }
 
 void lunio__push_loop_table(lua_State *L, lunio_loop *loop) {
@@ -1059,10 +1079,13 @@ void lunio__wake(lua_State *L, lunio_task *t, int n, int error) {
 }
 
 lunio_task *lunio__task_of(lua_State *L) {
-  lunio_loop *loop = lunio__running_loop(L);
-  if (loop == NULL || loop->current == NULL || loop->running_co != L)
+  return lunio__task_of_running(L, lunio__running_loop(L));
+}
+
+lunio_task *lunio__task_of_running(lua_State *L, lunio_loop *running) {
+  if (running == NULL || running->current == NULL || running->running_co != L)
     return NULL;
-  return loop->current;
+  return running->current;
 }
 
 int lunio__resume_ok(lua_State *L, lunio_task *owner) {
@@ -1199,7 +1222,12 @@ void lunio__resumed(lua_State *L, lunio_task *t) {
 }
 
 lunio_task *lunio__check_in_task(lua_State *L, const char *fname) {
-  lunio_task *t = lunio__task_of(L);
+  return lunio__check_in_task_of(L, lunio__running_loop(L), fname);
+}
+
+lunio_task *lunio__check_in_task_of(lua_State *L, lunio_loop *running,
+                                    const char *fname) {
+  lunio_task *t = lunio__task_of_running(L, running);
   if (t != NULL) {
     /* Every coroutine between L and the scheduler must be able to yield:
      * an await inside a lunio.coroutine resumed from table.sort's

@@ -48,8 +48,9 @@ static int failed_gc(lua_State *L) {
 
 /* spawn(fn, ...) -> Task */
 static int core_spawn(lua_State *L) {
+  lunio_loop *loop = LUNIO_RUNNING_UP(L, 1);
   lunio__check_callable(L, 1);
-  lunio__spawn(L, lunio__target_loop(L), lua_gettop(L) - 1);
+  lunio__spawn(L, loop ? loop : lunio__default_loop(L), lua_gettop(L) - 1);
   return 1;
 }
 
@@ -84,7 +85,7 @@ static int core_sleep(lua_State *L) {
   int base = lua_gettop(L) >= 2 ? 2 : 1;
   lunio_task *t;
   luaL_argcheck(L, s == s, 1, "NaN is not a duration");
-  t = lunio__check_in_task(L, "sleep");
+  t = lunio__check_in_task_of(L, LUNIO_RUNNING_UP(L, 1), "sleep");
   lua_settop(L, base);
   if (t->flags & LUNIO_F_MUST_CANCEL) {
     lunio__take_cancel(L, t);
@@ -138,7 +139,7 @@ static int park_k(lua_State *L, int status, lua_KContext ctx) {
  * The building block of Lua-level primitives: it never raises for a
  * cancellation, so the caller can clean up before re-raising. */
 static int core_park(lua_State *L) {
-  lunio_task *t = lunio__check_in_task(L, "park");
+  lunio_task *t = lunio__check_in_task_of(L, LUNIO_RUNNING_UP(L, 1), "park");
   lua_settop(L, 0);
   if (t->flags & LUNIO_F_MUST_CANCEL) {
     lua_pushboolean(L, 0);
@@ -170,7 +171,7 @@ static int core_wake(lua_State *L) {
 
 /* current() -> the running Task or nil */
 static int core_current(lua_State *L) {
-  lunio_task *t = lunio__task_of(L);
+  lunio_task *t = lunio__task_of_running(L, LUNIO_RUNNING_UP(L, 1));
   if (t == NULL)
     return 0;
   lunio__push_anchored(L, t->loop, t);
@@ -329,7 +330,7 @@ static int task_await(lua_State *L) {
   lua_settop(L, 1);
   if (LUNIO_IS_DONE(target))
     return lunio__push_results(L, 1);
-  t = lunio__check_in_task(L, "await");
+  t = lunio__check_in_task_of(L, LUNIO_RUNNING_UP(L, 1), "await");
   if (t == target)
     return luaL_error(L, "a task cannot await itself");
   if (target->loop != t->loop)
@@ -519,12 +520,17 @@ static int future_set_error(lua_State *L) {
   return 0;
 }
 
+/* The methods carry the running cell as their upvalue 1 (task_await reads
+ * it); the cell is on the top of the stack. */
 static void new_class(lua_State *L, const char *name, const luaL_Reg *common,
                       const luaL_Reg *own, int gc) {
+  int cell = lua_gettop(L);
   luaL_newmetatable(L, name);
   lua_newtable(L);
-  luaL_setfuncs(L, common, 0);
-  luaL_setfuncs(L, own, 0);
+  lua_pushvalue(L, cell);
+  luaL_setfuncs(L, common, 1);
+  lua_pushvalue(L, cell);
+  luaL_setfuncs(L, own, 1);
   lua_pushliteral(L, "name");
   lua_pushcclosure(L, task_index, 2);
   lua_setfield(L, -2, "__index");
@@ -568,9 +574,12 @@ int luaopen_lunio_task(lua_State *L) {
                                    {"now", core_now},
                                    {"Future", core_future},
                                    {NULL, NULL}};
+  /* Every function here carries the running cell as upvalue 1: sleep,
+   * spawn and await find the running task through it. */
+  lunio__push_running_cell(L);
   new_class(L, LUNIO_TASK_MT, common, task_own, 0);
   new_class(L, LUNIO_FAILED_TASK_MT, common, task_own, 1);
   new_class(L, LUNIO_FUTURE_MT, common, future_own, 0);
-  luaL_setfuncs(L, funcs, 0);
+  luaL_setfuncs(L, funcs, 1);
   return 0;
 }
