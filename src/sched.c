@@ -752,10 +752,20 @@ void lunio__finish(lua_State *L, lunio_task *t, int state, int n) {
     notify_waiters(L, t, ud);
   if (state == LUNIO_DONE_ERROR && t->kind == LUNIO_KIND_TASK &&
       !(t->flags & LUNIO_F_RETRIEVED)) {
-    luaL_setmetatable(L, LUNIO_FAILED_TASK_MT);
+    /* The __gc that reports the error if nobody retrieves it sits on a
+     * watcher made now, not on the task: lua_setmetatable with a __gc
+     * searches the collector's list of objects for its object, and a new
+     * one is at the head, while an old task lies behind everything made
+     * since (a cost per failure that grew with the heap: issue 14's
+     * storm). LT_FAILED is weak-keyed, so the watcher lives as long as
+     * the task; once both are garbage, its finalizer (uv 1 = the task)
+     * resurrects the task for the report. */
     lunio__push_loop_field(L, loop, LUNIO_LT_FAILED);
     lua_pushvalue(L, ud);
-    lua_pushboolean(L, 1);
+    lua_newuserdatauv(L, 0, 1);
+    lua_pushvalue(L, ud);
+    lua_setiuservalue(L, -2, 1);
+    luaL_setmetatable(L, LUNIO_TASK_WATCH_MT);
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
