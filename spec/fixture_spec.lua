@@ -146,6 +146,12 @@ describe("nginx fixture", function()
     assert.equal(28, code) -- timeout
   end)
 
+  it("answers /pause after about half a second", function()
+    local t = tonumber(curl_w("%{time_total}", q(srv:url("/pause"))))
+    assert.is_true(t >= 0.45 and t < 3, "took " .. t)
+    assert.equal("pause done\n", (curl(q(srv:url("/pause")))))
+  end)
+
   it("streams /chunked in pieces", function()
     local out = curl("-D - -N " .. q(srv:url("/chunked")))
     assert.matches("[Tt]ransfer%-[Ee]ncoding: chunked", out)
