@@ -4,6 +4,10 @@
 --   -- http://127.0.0.1:<bad.port>/ announces Content-Length: 100000,
 --   -- sends 1000 bytes and closes the connection
 --   bad:stop()
+--
+-- `start(mode)` picks another misbehaviour ("reset", "close_headers",
+-- "garbage", "endless", "slowloris", "huge_length", "raw"): see the
+-- docstring of bad_server.py.
 local M = {}
 
 M.announced = 100000
@@ -43,14 +47,15 @@ end
 Server.__close = Server.stop
 Server.__gc = Server.stop
 
---- Starts the server; returns an object with `.port`, `.pid`, `:url()`,
---- `:stop()`.
-function M.start()
+--- Starts the server (in `mode`, default "short"); returns an object with
+--- `.port`, `.pid`, `.mode`, `:url()`, `:stop()`.
+---@param mode? string
+function M.start(mode)
   local script = here() .. "/bad_server.py"
   local port_file = os.tmpname()
   local cmd = string.format(
-    "/usr/bin/python3 %s >%s 2>&1 </dev/null & echo $!",
-    shell_quote(script), shell_quote(port_file))
+    "/usr/bin/python3 %s %s >%s 2>&1 </dev/null & echo $!",
+    shell_quote(script), shell_quote(mode or "short"), shell_quote(port_file))
   local p = assert(io.popen(cmd))
   local pid = tonumber(p:read("l"))
   p:close()
@@ -65,8 +70,8 @@ function M.start()
     if port then break end
     os.execute("sleep 0.02")
   end
-  local srv = setmetatable({ pid = pid, port = port, port_file = port_file },
-    Server)
+  local srv = setmetatable({ pid = pid, port = port, port_file = port_file,
+    mode = mode or "short" }, Server)
   if not port then
     srv:stop()
     error("bad_server.py did not report its port", 2)
