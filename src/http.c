@@ -405,6 +405,13 @@ static void collect_info(xfer *x) {
  * back, wake the task. Loop context only. */
 static void xfer_complete(xfer *x, CURLcode rc) {
   collect_info(x);
+  if (rc == CURLE_OK && !x->headers_ready) {
+    /* libcurl 7.88 reports success when the server closes the connection
+     * after a status line, inside the header block: that is no response. */
+    rc = CURLE_WEIRD_SERVER_REPLY;
+    snprintf(x->errbuf, sizeof x->errbuf,
+             "the server closed the connection inside the response headers");
+  }
   x->result = rc;
   xfer_detach(x);
   xfer_close_output(x);
