@@ -285,6 +285,25 @@ static const char *format_error(lua_State *L, int idx) {
   return luaL_tolstring(L, idx, NULL);
 }
 
+static int format_error_k(lua_State *L) {
+  format_error(L, 1);
+  return 1;
+}
+
+/* format_error in protected mode: an error value whose __tostring raises
+ * (or returns no string) must not escape from a report, which runs in the
+ * middle of a tick. Pushes a string. */
+static const char *format_error_safe(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  lua_pushcfunction(L, format_error_k);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    lua_pushfstring(L, "(a %s whose __tostring failed)", luaL_typename(L, idx));
+  }
+  return lua_tostring(L, -1);
+}
+
 /* The default handler writes the context to stderr the way Lua's own
  * messages go (lua_writestringerror), so hosts that redirect those see it. */
 static int default_handler(lua_State *L) {
@@ -297,7 +316,7 @@ static int default_handler(lua_State *L) {
   msg = lua_tostring(L, 2);
   tb = lua_tostring(L, 4);
   origin = lua_tostring(L, 5);
-  err = lua_isnil(L, 3) ? NULL : format_error(L, 3);
+  err = lua_isnil(L, 3) ? NULL : format_error_safe(L, 3);
   lua_writestringerror("lunio: %s\n", msg ? msg : "error");
   if (err != NULL)
     lua_writestringerror("%s\n", err);
@@ -333,7 +352,7 @@ void lunio__report(lua_State *L, lunio_loop *loop) {
     /* A handler that fails must not lose the report: say so, then let the
      * default handler print the original context. */
     lua_writestringerror("lunio: error in the exception handler: %s\n",
-                         format_error(L, -1));
+                         format_error_safe(L, -1));
     lua_pop(L, 2);
     lua_pushcfunction(L, default_handler);
     lua_pushvalue(L, ctx);
