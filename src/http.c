@@ -129,6 +129,7 @@ struct xfer {
   int stream, want_progress, progress_dirty;
   int headers_ready, location_seen, follow;
   int paused, too_large, write_errno;
+  int socket_errno; /* socket() failed with it (EMFILE ...), or 0 */
   const char *abort_kind, *abort_msg;
   CURLcode result;
   FILE *out;
@@ -425,6 +426,19 @@ static void xfer_complete(xfer *x, CURLcode rc) {
 }
 
 /* ---- curl callbacks (C state only) ------------------------------------- */
+
+/* Opens the transfer's sockets as libcurl would, but keeps the errno of a
+ * failure: libcurl reports only "Couldn't connect to server" when socket()
+ * fails, which hides descriptor exhaustion (EMFILE). */
+static curl_socket_t on_opensocket(void *ud, curlsocktype purpose,
+                                   struct curl_sockaddr *a) {
+  xfer *x = ud;
+  curl_socket_t fd = socket(a->family, a->socktype, a->protocol);
+  (void)purpose;
+  if (fd == CURL_SOCKET_BAD)
+    x->socket_errno = errno;
+  return fd;
+}
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   xfer *x = ud;
@@ -1033,6 +1047,10 @@ static int raise_xfer(lua_State *L, xfer *x) {
       lua_pushstring(L, x->out_path);
       lua_setfield(L, -2, "path");
     }
+  } else if (x->result == CURLE_COULDNT_CONNECT && x->socket_errno) {
+    push_errno_kind(L, x->socket_errno);
+    lunio__error_new(L, "connect", "%s: cannot open a socket: %s (%s)", url,
+                     strerror(x->socket_errno), lua_tostring(L, -1));
   } else {
     const char *msg = x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result);
     lunio__error_new(L, curl_kind(x->result), "%s: %s", url, msg);
@@ -1324,6 +1342,8 @@ static int setup_easy(lua_State *L, sess *s, xfer *x, int spec, int fresh) {
   curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_closesocket);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, s);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_opensocket);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
   /* The share holds the cookie jar. Loading the (empty) cookie file turns
    * the handle's cookie engine on, and curl_easy_reset keeps it on; setting
    * COOKIEFILE again on a recycled handle would leak its list in 7.88.1. */
