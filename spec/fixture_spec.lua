@@ -36,9 +36,7 @@ local function size_of(args)
   return tonumber(curl_w("%{size_download}", args))
 end
 
-local function process_alive(pid)
-  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
-end
+local process_alive = bad_server.alive
 
 describe("nginx fixture", function()
   local srv, master, workers

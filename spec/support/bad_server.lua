@@ -30,14 +30,27 @@ function Server:url(path)
   return string.format("http://127.0.0.1:%d%s", self.port, path or "/")
 end
 
+-- Whether the process runs: it exists and has not exited. An exited
+-- process stays a zombie until PID 1 reaps it, which some container inits
+-- do only seconds later (so `kill -0` alone would wait for that).
+local function alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if f then
+    local stat = f:read("a") or ""
+    f:close()
+    local state = stat:match("^.*%) (%a)")
+    return state ~= nil and state ~= "Z" and state ~= "X"
+  end
+  return os.execute(string.format("kill -0 %d 2>/dev/null", pid)) == true
+end
+M.alive = alive
+
 function Server:stop()
   if self.stopped then return end
   self.stopped = true
   os.execute(string.format("kill %d 2>/dev/null", self.pid))
   for _ = 1, 100 do
-    if not os.execute(string.format("kill -0 %d 2>/dev/null", self.pid)) then
-      break
-    end
+    if not alive(self.pid) then break end
     os.execute("sleep 0.02")
   end
   os.execute(string.format("kill -9 %d 2>/dev/null", self.pid))
