@@ -799,6 +799,7 @@ void lunio__finish(lua_State *L, lunio_task *t, int state, int n) {
 static void check_slow(lua_State *L, lunio_loop *loop, lunio_task *t,
                        double started, int ud) {
   double took = lunio__time(loop) - started;
+  int pushed = 0;
   if (took < loop->slow_step || loop->virtual_time)
     return;
   if (ud == 0) {
@@ -806,6 +807,7 @@ static void check_slow(lua_State *L, lunio_loop *loop, lunio_task *t,
       return;
     lunio__push_anchored(L, loop, t);
     ud = lua_gettop(L);
+    pushed = 1;
   }
   lua_createtable(L, 0, 4);
   push_name(L, ud);
@@ -815,14 +817,19 @@ static void check_slow(lua_State *L, lunio_loop *loop, lunio_task *t,
   lua_pop(L, 1);
   lua_pushvalue(L, ud);
   lua_setfield(L, -2, "task");
-  if (t->co != NULL && !LUNIO_IS_DONE(t)) {
+  /* (a body that just returned is still RUNNING: it waits nowhere) */
+  if (t->co != NULL &&
+      (t->state == LUNIO_SUSPENDED || t->state == LUNIO_READY)) {
     luaL_traceback(L, t->co, "the step ended waiting at:", 0);
     lua_setfield(L, -2, "traceback");
   }
   push_origin(L, ud);
   lua_setfield(L, -2, "created_at");
   lunio__report(L, loop);
-  if (ud == lua_gettop(L))
+  /* Only what this function pushed: body_done passes the task's slot of
+   * its own stack, which must stay (it once popped it when the body had
+   * returned nothing, and the task stayed "running" for ever). */
+  if (pushed)
     lua_pop(L, 1);
 }
 
