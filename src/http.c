@@ -322,8 +322,13 @@ static CURL *easy_get(sess *s, int *fresh) {
   return curl_easy_init();
 }
 
-static void easy_put(sess *s, CURL *e) {
-  if (s != NULL && !s->shut && s->nfree < MAX_FREE_EASY) {
+/* Keeps e for another transfer when `clean` (its transfer completed with
+ * CURLE_OK), else cleans it up: libcurl 7.88.1 keeps state of a response
+ * cut short inside its headers across curl_easy_reset, and the next
+ * response on that handle read freed memory (a header block starting with
+ * a continuation line; found by issue 14's header fuzzer). */
+static void easy_put(sess *s, CURL *e, int clean) {
+  if (clean && s != NULL && !s->shut && s->nfree < MAX_FREE_EASY) {
     /* 7.88.1's reset keeps (and leaks) the cookie file list; clearing it
      * leaves the shared jar and the handle's cookie engine alone. */
     curl_easy_setopt(e, CURLOPT_COOKIEFILE, NULL);
@@ -334,8 +339,9 @@ static void easy_put(sess *s, CURL *e) {
 }
 
 /* Takes x out of its session: out of the multi, off both lists, easy
- * handle recycled. x->state is left to the caller. */
-static void xfer_detach(xfer *x) {
+ * handle recycled if `clean` (see easy_put). x->state is left to the
+ * caller. */
+static void xfer_detach(xfer *x, int clean) {
   sess *s = x->s;
   if (s == NULL)
     return;
@@ -347,7 +353,7 @@ static void xfer_detach(xfer *x) {
     lunio__io_end(x->loop);
   }
   if (x->easy) {
-    easy_put(s, x->easy);
+    easy_put(s, x->easy, clean);
     x->easy = NULL;
   }
   curl_slist_free_all(x->hdrs);
@@ -368,7 +374,7 @@ static void xfer_abort(xfer *x, const char *kind, const char *msg) {
   if (x->state != X_RUNNING)
     return;
   x->task = NULL;
-  xfer_detach(x);
+  xfer_detach(x, 0);
   xfer_close_output(x);
   x->state = X_ABORTED;
   x->abort_kind = kind;
@@ -414,7 +420,7 @@ static void xfer_complete(xfer *x, CURLcode rc) {
              "the server closed the connection inside the response headers");
   }
   x->result = rc;
-  xfer_detach(x);
+  xfer_detach(x, rc == CURLE_OK);
   xfer_close_output(x);
   x->state = X_DONE;
   if (x->want_progress && rc == CURLE_OK) {
