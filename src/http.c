@@ -106,6 +106,7 @@ struct sess {
   xfer *sig_head; /* transfers with something to tell their task */
   CURL **free_easy;
   int nfree;
+  int reuse_easy; /* libcurl >= 8.1.0: easy handles may be recycled */
   int nactive;
   int open_handles; /* uv handles whose close callback has not run */
   int depth;        /* nesting of our uv callbacks */
@@ -322,13 +323,16 @@ static CURL *easy_get(sess *s, int *fresh) {
   return curl_easy_init();
 }
 
-/* Keeps e for another transfer when `clean` (its transfer completed with
- * CURLE_OK), else cleans it up: libcurl 7.88.1 keeps state of a response
- * cut short inside its headers across curl_easy_reset, and the next
- * response on that handle read freed memory (a header block starting with
- * a continuation line; found by issue 14's header fuzzer). */
+/* Keeps e for another transfer when the session may (s->reuse_easy) and
+ * its transfer completed cleanly, else cleans it up. Before 8.1.0 libcurl
+ * left its header store's "previous header" pointing into the last
+ * response on a reused handle (curl PR #11103): a next response whose
+ * header block began with a continuation line read freed memory. Found by
+ * issue 14's header fuzzer, which also saw a handle's state survive a
+ * response cut short inside its headers. */
 static void easy_put(sess *s, CURL *e, int clean) {
-  if (clean && s != NULL && !s->shut && s->nfree < MAX_FREE_EASY) {
+  if (clean && s != NULL && s->reuse_easy && !s->shut &&
+      s->nfree < MAX_FREE_EASY) {
     /* 7.88.1's reset keeps (and leaks) the cookie file list; clearing it
      * leaves the shared jar and the handle's cookie engine alone. */
     curl_easy_setopt(e, CURLOPT_COOKIEFILE, NULL);
@@ -768,6 +772,7 @@ static sess *sess_new(lunio_loop *loop, sess_ud *u) {
   if (hl == NULL || (s = calloc(1, sizeof *s)) == NULL)
     return NULL;
   s->free_easy = malloc(MAX_FREE_EASY * sizeof *s->free_easy);
+  s->reuse_easy = curl_version_info(CURLVERSION_NOW)->version_num >= 0x080100;
   s->multi = curl_multi_init();
   s->share = curl_share_init();
   if (!s->free_easy || !s->multi || !s->share) {
