@@ -15,14 +15,9 @@ local S = require "support.stress"
 local bad_server = require "support.bad_server"
 local nginx = require "support.nginx"
 
--- The kinds the docs name (docs/reference.md, docs/http.md, docs/fs.md),
--- plus libuv error names ("e..."): the spec checks the docs name them.
-local DOC_KINDS = {
-  "cancelled", "timeout", "invalid_state", "queue_empty", "queue_full",
-  "closed", "task_group", "interrupted", "deadlock", "connect", "resolve",
-  "tls", "too_many_redirects", "body_too_large", "protocol", "aborted",
-  "http_status",
-}
+-- The kinds the docs name, plus libuv error names ("e..."): the first case
+-- checks that the docs name them.
+local DOC_KINDS = S.DOC_KINDS
 local documented = {}
 for _, k in ipairs(DOC_KINDS) do documented[k] = true end
 
@@ -337,7 +332,9 @@ local CASES = {
       for _ = 1, 50 do
         setmetatable({}, { __gc = function() error("gc failed") end })
         setmetatable({}, { __gc = function() lunio.sleep(0) end })
-        setmetatable({}, { __gc = function() spawned[#spawned + 1] = lunio.spawn(lunio.sleep, 0) end })
+        setmetatable({}, { __gc = function()
+          spawned[#spawned + 1] = lunio.spawn(lunio.sleep, 0)
+        end })
         setmetatable({}, { __gc = function() error(setmetatable({}, {
           __tostring = function() error("tostring in gc") end })) end })
       end

@@ -21,6 +21,16 @@ local M = {}
 
 M.full = (os.getenv("STRESS_FULL") or "0") ~= "0"
 
+---The error kinds the docs name (docs/reference.md, docs/http.md;
+---spec/faults_spec.lua checks that they do). libuv error names ("enoent",
+---"emfile" ...) are documented as a family.
+M.DOC_KINDS = {
+  "cancelled", "timeout", "invalid_state", "queue_empty", "queue_full",
+  "closed", "task_group", "interrupted", "deadlock", "connect", "resolve",
+  "tls", "too_many_redirects", "body_too_large", "protocol", "aborted",
+  "http_status",
+}
+
 ---A size: the environment variable `name` if set, else `full` under
 ---STRESS_FULL=1, else `ci`.
 function M.size(name, ci, full)
@@ -172,7 +182,9 @@ end
 ---the environment `opts.env`, `ulimit -n opts.nofile` when given, killed
 ---after `opts.timeout` seconds, default 600) and echoes each line of its
 ---output (stdout and stderr) as it comes, unless `opts.quiet`. `script` is
----a path, or Lua source (with a newline) written to a temporary file. Returns the lines and the exit
+---a path, or Lua source (with a newline) written to a temporary file;
+---`opts.cwd` is the child's working directory (then `script` must be an
+---absolute path). Returns the lines and the exit
 ---code (128 + n when signal n ended it; 137 after the time limit).
 function M.child(script, args, opts)
   opts = opts or {}
@@ -193,6 +205,7 @@ function M.child(script, args, opts)
     table.concat(env, " "), opts.timeout or 600, shell_quote(script),
     table.concat(argv, " "))
   if opts.nofile then cmd = ("ulimit -n %d && %s"):format(opts.nofile, cmd) end
+  if opts.cwd then cmd = ("cd %s && %s"):format(shell_quote(opts.cwd), cmd) end
   local p = assert(io.popen("sh -c " .. shell_quote(cmd) .. " 2>&1 </dev/null"))
   local lines = {}
   for line in p:lines() do

@@ -104,7 +104,7 @@ local KINDS = {
     end,
     serve = function()
       local lock = lunio.Lock()
-      local g <close> = lock:acquire()
+      local _ <close> = lock:acquire()
       assert(lock:locked())
     end,
   },
@@ -117,7 +117,7 @@ local KINDS = {
     end,
     serve = function()
       local sem = lunio.Semaphore(1)
-      local g <close> = sem:acquire()
+      local _ <close> = sem:acquire()
       assert(sem:value() == 0)
     end,
   },
@@ -602,7 +602,8 @@ lunio.run(function()
   local problems = {}
   for _, f in ipairs(failures) do problems[#problems + 1] = "unexpected error: " .. f end
   for _, r in ipairs(reports) do
-    problems[#problems + 1] = "exception handler: " .. tostring(r.message) .. ": " .. tostring(r.error)
+    problems[#problems + 1] = ("exception handler: %s: %s"):format(tostring(r.message),
+      tostring(r.error))
   end
   if after.tasks ~= 1 then problems[#problems + 1] = "tasks pending: " .. after.tasks - 1 end
   for _, k in ipairs({ "handles", "resources", "streams", "fds" }) do
