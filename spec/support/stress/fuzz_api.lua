@@ -49,12 +49,13 @@ local GRACE = 10
 -- A relative path still lands in the working directory: the fuzzer runs
 -- only inside a directory of its own under /tmp (spec/fuzz_spec.lua makes
 -- one), never in a checkout.
+local CWD
 do
   local p = assert(io.popen("pwd"))
-  local cwd = p:read("l") or ""
+  CWD = p:read("l") or ""
   p:close()
-  if not cwd:find("^/tmp/lunio%-fuzz") then
-    error("fuzz_api.lua: run it from a directory /tmp/lunio-fuzz* (here: " .. cwd .. ")", 0)
+  if not CWD:find("^/tmp/lunio%-fuzz") then
+    error("fuzz_api.lua: run it from a directory /tmp/lunio-fuzz* (here: " .. CWD .. ")", 0)
   end
 end
 
@@ -201,8 +202,8 @@ local function loopback_url(s)
 end
 
 local function confine_path(s)
-  -- no "/" and no "..": a name inside TMP
-  local name = s:gsub("[/%z]", "_"):gsub("%.%.", "_")
+  -- no "/", no "..", never empty nor ".": a name inside TMP, not TMP
+  local name = "f" .. s:gsub("[/%z]", "_"):gsub("%.%.", "_")
   if random() < 0.1 then name = name .. "\0x" end -- an embedded NUL
   return TMP .. "/" .. name:sub(1, 64)
 end
@@ -268,7 +269,7 @@ local function sanitize(target, args, n)
     end
   end
   if target == "lunio.fs.mkdtemp" and type(args[1]) == "string" then
-    args[1] = TMP .. "/" .. args[1]:gsub("[/%z]", "_"):gsub("%.%.", "_"):sub(1, 20)
+    args[1] = TMP .. "/d" .. args[1]:gsub("[/%z]", "_"):gsub("%.%.", "_"):sub(1, 20)
   end
   return args
 end
@@ -548,6 +549,8 @@ end
 
 local i_call = 0
 local hangs = {}
+local reports = 0
+local function quiet_handler() reports = reports + 1 end
 
 -- One call of target (name, fn) with random arguments, in `mode`: "task"
 -- (a fresh task; cancelled after DEADLINE), "callback" (loop:call_soon,
@@ -557,7 +560,14 @@ local function call(name, fn, self, mode)
   local args, n, wrong = random_args(self)
   sanitize(name, args, n)
   note(("%d %s %s(%s)"):format(i_call, mode, name, describe_args(args, n)))
-  local function rec(ok, err) return record(name, ok, err, wrong) end
+  local function rec(ok, err)
+    if name:find("set_exception_handler", 1, true) then
+      -- the handler the call may have set would print every report
+      lunio.set_exception_handler(quiet_handler)
+      if self ~= nil then pcall(self.set_exception_handler, self, nil) end
+    end
+    return record(name, ok, err, wrong)
+  end
   if mode == "direct" then
     rec(pcall(fn, table.unpack(args, 1, n)))
     return
@@ -669,9 +679,6 @@ end
 
 -- Phase 2: module functions and methods of live objects, in tasks and in
 -- callbacks, on one driver loop.
-local reports = 0
-local function quiet_handler() reports = reports + 1 end
-
 local function phase_loop(iterations, ctx, orphaned)
   local objects = {}
   local function refresh()
@@ -764,7 +771,7 @@ end
 local t0 = os.clock()
 local ctx = {}
 run_loop(function()
-  TMP = lunio.fs.mkdtemp("/tmp/lunio-fuzz-")
+  TMP = lunio.fs.mkdtemp(CWD .. "/data-") -- removed with CWD
   discover(ctx)
 end)
 S.line(("seed=%d iterations=%d targets=%d"):format(SEED, ITER, count_targets()))
