@@ -42,10 +42,12 @@ describe("#stress cancellation storm", function()
     end
     assert.are.equal(kinds, S.field(S.find(lines, "served "), "kinds"))
     assert.is_true(kinds >= 22, "kinds: " .. kinds)
-    -- the storm script checks these itself; checked here again
+    -- the storm script checks these itself; checked here again (against
+    -- the start, or the warm-ups when a module keeps a descriptor per loop)
     for _, k in ipairs({ "tasks", "handles", "resources", "fds" }) do
-      assert.are.equal(S.field(start, k), S.field(after, k), k)
+      assert.are.equal(S.field(baseline, k), S.field(after, k), k)
     end
+    assert.is_true(S.field(baseline, "fds") <= S.field(start, "fds") + 1, baseline)
     assert.are.equal(1, S.field(after, "tasks"))
     assert.are.equal(0, S.field(after, "handles"))
     assert.are.equal(0, S.field(after, "resources"))
