@@ -36,6 +36,17 @@ ASAN_ENV = LUNIO_BUILD_DIR=$(ASAN_DIR) PATH="$(CURDIR)/$(ASAN_DIR)/bin:$$PATH" \
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1:log_path=$(ASAN_REPORTS)/asan$(ASAN_EXTRA) \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
+# Each target that runs busted ends with one line "N passed, M failed" and
+# fails when M > 0: `$(call tally,COMMAND)` runs busted and passes its
+# output through scripts/tally.lua, which counts it; a failing run does not
+# stop the target, the closing `$(TALLY) total` does.
+TALLY = $(LUA) scripts/tally.lua
+TALLY_FILE = $(CURDIR)/.tally-$@
+tally = { $(1) || echo "tally: exit $$?"; } 2>&1 | $(TALLY) add $(TALLY_FILE)
+# (tag lists in variables: a comma inside $(call ...) would split it)
+ASAN_TAGS = --exclude-tags=scale,stress
+VALGRIND_TAGS = --exclude-tags=slow,novalgrind,scale,stress
+
 VALGRIND = valgrind -q --error-exitcode=99 --leak-check=full \
   --errors-for-leak-kinds=definite --keep-debuginfo=yes
 
@@ -43,7 +54,7 @@ LUACHECK_PATHS = $(wildcard lua spec examples bench bin/lunio)
 C_FILES = $(wildcard src/*.c src/*.h)
 
 .PHONY: help deps build test demo check-asan check-valgrind check-stress \
-  lint format bench check-rock clean
+  asan-build lint format bench check-rock clean
 
 help:
 	@echo 'Each target first installs the Debian packages it needs (its group):'
@@ -53,14 +64,15 @@ help:
 	@echo 'make demo            build, then run scripts/demo.sh              [test]'
 	@echo 'make check-asan      suite under ASan+UBSan, plain and GC stress  [asan]'
 	@echo 'make check-valgrind  suite under valgrind, plain and GC stress    [valgrind]'
-	@echo 'make check-stress    only the specs tagged stress (long runs)     [test]'
+	@echo 'make check-stress    only the specs tagged stress (long runs)     [asan]'
 	@echo 'make lint            luacheck, clang-format --dry-run, C layers [lint]'
 	@echo 'make format          clang-format -i src/*.c src/*.h              [lint]'
 	@echo 'make bench           run bench/run                                [bench]'
 	@echo "make check-rock      README.md's install commands, rockspec lists [test]"
 	@echo 'make clean           remove build directories and luarocks leftovers'
 	@echo 'Variables: BUSTED_ARGS (e.g. spec/timer_spec.lua), WERROR=OFF, JOBS, ASAN_CC=clang,'
-	@echo '  ASAN_EXTRA (e.g. :fast_unwind_on_malloc=0 for full leak stacks), DEPS (e.g. "lint bench")'
+	@echo '  ASAN_EXTRA (e.g. :fast_unwind_on_malloc=0 for full leak stacks), DEPS (e.g. "lint bench"),'
+	@echo '  STRESS_FULL=1 (check-stress at full sizes; docs/reliability.md lists the knobs)'
 
 deps:
 	scripts/deps.sh $(DEPS)
@@ -76,47 +88,64 @@ build:
 test: build
 	scripts/deps.sh test
 	scripts/check-spec-deps.sh
-	LUNIO_BUILD_DIR=$(BUILD_DIR) $(LUA) $(BUSTED) --exclude-tags=stress
-	scripts/check-rock.sh
+	@rm -f $(TALLY_FILE)
+	$(call tally,LUNIO_BUILD_DIR=$(BUILD_DIR) $(LUA) $(BUSTED) --exclude-tags=stress)
+	scripts/check-rock.sh || $(TALLY) fail $(TALLY_FILE) check-rock
+	@$(TALLY) total $(TALLY_FILE)
 
-# Specs tagged #stress (minutes, thousands of sockets): never in `make test`.
-check-stress: build
+# Specs tagged #stress (minutes: load, cancellation storm, soak, faults,
+# fuzzing; thousands of sockets): never in `make test`. CI sizes unless
+# STRESS_FULL=1; the ones also tagged #sanitize (faults, fuzzing) run
+# under ASan+UBSan instead of the plain build.
+check-stress: build asan-build
 	scripts/deps.sh test
-	LUNIO_BUILD_DIR=$(BUILD_DIR) $(LUA) $(BUSTED) --tags=stress
+	@rm -f $(TALLY_FILE)
+	$(call tally,LUNIO_BUILD_DIR=$(BUILD_DIR) $(LUA) $(BUSTED) --tags=stress \
+	  --exclude-tags=sanitize)
+	$(call asan_run,,--tags=sanitize)
+	@$(TALLY) total $(TALLY_FILE)
 
 demo: build
 	scripts/deps.sh test
 	scripts/demo.sh
 
-# One sanitized run of the suite; $(1) adds environment (GC stress).
-# Fails on a non-zero exit and on any report file, whichever process made it.
-# Specs tagged `scale` (timing ratios) mean nothing under the sanitizers.
+# One sanitized run of busted; $(1) adds environment (GC stress), $(2)
+# replaces the tag options (default: the suite without `scale`, timing
+# ratios that mean nothing under the sanitizers, and without `stress`).
+# A failed test, a non-zero exit and any report file (whichever process
+# made it) count as failures.
 define asan_run
 	rm -rf $(ASAN_REPORTS) && mkdir -p $(ASAN_REPORTS)
-	status=0; $(ASAN_ENV) $(1) $(ASAN_DIR)/bin/lua5.4 $(BUSTED) \
-	  --exclude-tags=scale,stress || status=$$?; \
+	$(call tally,$(ASAN_ENV) $(1) $(ASAN_DIR)/bin/lua5.4 $(BUSTED) \
+	  $(or $(2),$(ASAN_TAGS)))
 	if compgen -G '$(ASAN_REPORTS)/*' >/dev/null; then \
 	  cat $(ASAN_REPORTS)/* >&2; \
-	  echo 'check-asan: sanitizer reports above ($(or $(1),plain run))' >&2; exit 1; \
-	fi; \
-	exit $$status
+	  echo '$@: sanitizer reports above ($(or $(1),plain run))' >&2; \
+	  $(TALLY) fail $(TALLY_FILE) sanitizer; \
+	fi
 endef
 
-check-asan:
+asan-build:
 	scripts/deps.sh asan
 	cmake -S . -B $(ASAN_DIR) --log-level=WARNING \
 	  -DCMAKE_C_COMPILER=$(ASAN_CC) -DCMAKE_BUILD_TYPE=Debug \
 	  -DLUNIO_SANITIZE=ON -DLUNIO_WERROR=$(WERROR)
 	cmake --build $(ASAN_DIR) -j $(JOBS)
+
+check-asan: asan-build
+	@rm -f $(TALLY_FILE)
 	$(call asan_run,)
 	$(call asan_run,LUNIO_GC_STRESS=1)
+	@$(TALLY) total $(TALLY_FILE)
 
 check-valgrind: build
 	scripts/deps.sh valgrind
-	LUNIO_BUILD_DIR=$(BUILD_DIR) $(VALGRIND) $(LUA) $(BUSTED) \
-	  --exclude-tags=slow,novalgrind,scale,stress
-	LUNIO_BUILD_DIR=$(BUILD_DIR) LUNIO_GC_STRESS=1 $(VALGRIND) $(LUA) \
-	  $(BUSTED) --exclude-tags=slow,novalgrind,scale,stress
+	@rm -f $(TALLY_FILE)
+	$(call tally,LUNIO_BUILD_DIR=$(BUILD_DIR) $(VALGRIND) $(LUA) $(BUSTED) \
+	  $(VALGRIND_TAGS))
+	$(call tally,LUNIO_BUILD_DIR=$(BUILD_DIR) LUNIO_GC_STRESS=1 $(VALGRIND) \
+	  $(LUA) $(BUSTED) $(VALGRIND_TAGS))
+	@$(TALLY) total $(TALLY_FILE)
 
 lint: build
 	scripts/deps.sh lint
@@ -137,5 +166,5 @@ check-rock:
 	scripts/check-rock.sh
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR) src/*.o lunio/core.so
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) src/*.o lunio/core.so .tally-*
 	rmdir lunio 2>/dev/null || true

@@ -36,9 +36,7 @@ local function size_of(args)
   return tonumber(curl_w("%{size_download}", args))
 end
 
-local function process_alive(pid)
-  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
-end
+local process_alive = bad_server.alive
 
 describe("nginx fixture", function()
   local srv, master, workers
@@ -144,6 +142,12 @@ describe("nginx fixture", function()
     assert.is_true(t >= 2.9 and t < 6, "took " .. t)
     local _, code = curl("-o /dev/null -m 0.5 " .. q(srv:url("/slow")))
     assert.equal(28, code) -- timeout
+  end)
+
+  it("answers /pause after about half a second", function()
+    local t = tonumber(curl_w("%{time_total}", q(srv:url("/pause"))))
+    assert.is_true(t >= 0.45 and t < 3, "took " .. t)
+    assert.equal("pause done\n", (curl(q(srv:url("/pause")))))
   end)
 
   it("streams /chunked in pieces", function()

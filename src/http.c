@@ -98,6 +98,7 @@ struct sess {
   xfer *sig_head; /* transfers with something to tell their task */
   easy_slot *free_easy;
   int nfree;
+  int reuse_easy; /* libcurl >= 8.1.0: easy handles may be recycled */
   int nactive;
   int shut;    /* torn down (or tearing down) */
   int verbose; /* LUNIO_CURL_VERBOSE: libcurl's trace on stderr */
@@ -121,6 +122,7 @@ struct xfer {
   int stream, want_progress, progress_dirty;
   int headers_ready, location_seen, follow;
   int paused, too_large, write_errno;
+  int socket_errno; /* socket() failed with it (EMFILE ...), or 0 */
   const char *abort_kind, *abort_msg;
   CURLcode result;
   FILE *out;
@@ -291,21 +293,29 @@ static CURL *easy_get(sess *s, xfer *x, int *fresh, int *configured) {
   return slot.e;
 }
 
-/* Gives x's easy handle back: configured for x's template when x ran to
- * completion from one (the slot takes its header list), reset otherwise. */
+/* Gives x's easy handle back for another transfer when the session may
+ * (s->reuse_easy) and x completed cleanly: configured for x's template
+ * when x had one (the slot takes its header list), reset otherwise. Any
+ * other handle is cleaned up. Before 8.1.0 libcurl left its header
+ * store's "previous header" pointing into the last response on a reused
+ * handle (curl PR #11103): a next response whose header block began with
+ * a continuation line read freed memory. Found by issue 14's header
+ * fuzzer, which also saw a handle's state survive a response cut short
+ * inside its headers. */
 static void easy_put(sess *s, xfer *x) {
   easy_slot slot;
+  int clean = x->state == X_DONE && x->result == CURLE_OK && !x->paused;
   slot.e = x->easy;
   slot.tmpl = 0;
   slot.hdrs = x->hdrs;
   x->hdrs = NULL;
-  if (s == NULL || s->shut || s->nfree >= MAX_FREE_EASY) {
+  if (!clean || s == NULL || !s->reuse_easy || s->shut ||
+      s->nfree >= MAX_FREE_EASY) {
     curl_slist_free_all(slot.hdrs);
     curl_easy_cleanup(slot.e);
     return;
   }
-  if (x->tmpl != 0 && x->state == X_DONE && x->result == CURLE_OK &&
-      !x->paused) {
+  if (x->tmpl != 0) {
     slot.tmpl = x->tmpl;
     slot.https = x->https;
     slot.follow = x->follow;
@@ -316,7 +326,7 @@ static void easy_put(sess *s, xfer *x) {
 }
 
 /* Takes x out of its session: out of the multi, off both lists, easy
- * handle recycled. x->state is left to the caller. */
+ * handle given back (see easy_put). x->state is left to the caller. */
 static void xfer_detach(xfer *x) {
   sess *s = x->s;
   if (s == NULL)
@@ -388,6 +398,13 @@ static void collect_info(xfer *x) {
  * back, wake the task. Loop context only. */
 static void xfer_complete(xfer *x, CURLcode rc) {
   collect_info(x);
+  if (rc == CURLE_OK && !x->headers_ready) {
+    /* libcurl 7.88 reports success when the server closes the connection
+     * after a status line, inside the header block: that is no response. */
+    rc = CURLE_WEIRD_SERVER_REPLY;
+    snprintf(x->errbuf, sizeof x->errbuf,
+             "the server closed the connection inside the response headers");
+  }
   x->result = rc;
   x->state = X_DONE; /* before detach: a completed handle may stay set up */
   xfer_detach(x);
@@ -401,6 +418,19 @@ static void xfer_complete(xfer *x, CURLcode rc) {
 }
 
 /* ---- curl callbacks (C state only) ------------------------------------- */
+
+/* Opens the transfer's sockets as libcurl would, but keeps the errno of a
+ * failure: libcurl reports only "Couldn't connect to server" when socket()
+ * fails, which hides descriptor exhaustion (EMFILE). */
+static curl_socket_t on_opensocket(void *ud, curlsocktype purpose,
+                                   struct curl_sockaddr *a) {
+  xfer *x = ud;
+  curl_socket_t fd = socket(a->family, a->socktype, a->protocol);
+  (void)purpose;
+  if (fd == CURL_SOCKET_BAD)
+    x->socket_errno = errno;
+  return fd;
+}
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   xfer *x = ud;
@@ -554,6 +584,7 @@ static sess *sess_new(lunio_loop *loop, sess_ud *u) {
   if (hl == NULL || (s = calloc(1, sizeof *s)) == NULL)
     return NULL;
   s->free_easy = malloc(MAX_FREE_EASY * sizeof *s->free_easy);
+  s->reuse_easy = curl_version_info(CURLVERSION_NOW)->version_num >= 0x080100;
   s->share = curl_share_init();
   if (!s->free_easy || !s->share ||
       lunio__curlm_init(&s->m, loop, &sess_engine) != 0) {
@@ -825,6 +856,10 @@ static int raise_xfer(lua_State *L, xfer *x) {
       lua_pushstring(L, x->out_path);
       lua_setfield(L, -2, "path");
     }
+  } else if (x->result == CURLE_COULDNT_CONNECT && x->socket_errno) {
+    push_errno_kind(L, x->socket_errno);
+    lunio__error_new(L, "connect", "%s: cannot open a socket: %s (%s)", url,
+                     strerror(x->socket_errno), lua_tostring(L, -1));
   } else {
     const char *msg = x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result);
     lunio__error_new(L, curl_kind(x->result), "%s: %s", url, msg);
@@ -1050,6 +1085,7 @@ static void setup_transfer(xfer *x) {
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
 }
 
 static int setup_easy(lua_State *L, sess *s, xfer *x, int spec, int fresh) {
@@ -1074,6 +1110,7 @@ static int setup_easy(lua_State *L, sess *s, xfer *x, int spec, int fresh) {
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, lunio__curlm_closesocket);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, &s->m);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_opensocket);
   /* The share holds the cookie jar. Loading the (empty) cookie file turns
    * the handle's cookie engine on, and curl_easy_reset keeps it on; setting
    * COOKIEFILE again on a recycled handle would leak its list in 7.88.1. */

@@ -35,7 +35,8 @@
 
 #define LUNIO_LOOP_MT "lunio.Loop"
 #define LUNIO_TASK_MT "lunio.Task"
-#define LUNIO_FAILED_TASK_MT "lunio.Task.failed"
+/* A failed task's watcher: its __gc reports an error never retrieved. */
+#define LUNIO_TASK_WATCH_MT "lunio.Task.watch"
 #define LUNIO_FUTURE_MT "lunio.Future"
 #define LUNIO_HANDLE_MT "lunio.Handle"
 #define LUNIO_ERROR_MT "lunio.Error"
@@ -223,7 +224,7 @@ struct lunio_loop {
 enum {
   LUNIO_LT_POOL = -1,     /* idle coroutines (array) */
   LUNIO_LT_WAITERS = -2,  /* task -> list of waiters (tasks, callbacks) */
-  LUNIO_LT_FAILED = -3,   /* failed tasks (weak keys) */
+  LUNIO_LT_FAILED = -3,   /* failed task -> its watcher (weak keys) */
   LUNIO_LT_CANCELS = -4,  /* task -> list of pending cancel errors */
   LUNIO_LT_HANDLER = -5,  /* the loop's exception handler */
   LUNIO_LT_WATCHDOG = -6, /* the watchdog callback */

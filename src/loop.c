@@ -734,7 +734,12 @@ static int loop_set_signals(lua_State *L) {
 /* loop:set_debug(on [, slow_seconds]) / loop:debug() -> on, slow_seconds */
 static int loop_set_debug(lua_State *L) {
   lunio_loop *loop = check_loop(L, 1);
-  loop->debug = lua_toboolean(L, 2);
+  int on = lua_toboolean(L, 2);
+  /* Turned on inside a step: that step's clock starts now, not at some
+   * step of long ago. */
+  if (on && !loop->debug)
+    loop->step_start = lunio__time(loop);
+  loop->debug = on;
   if (!lua_isnoneornil(L, 3)) {
     double s = luaL_checknumber(L, 3);
     luaL_argcheck(L, s > 0, 3, "threshold must be positive");

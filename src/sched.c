@@ -305,6 +305,25 @@ static const char *format_error(lua_State *L, int idx) {
   return luaL_tolstring(L, idx, NULL);
 }
 
+static int format_error_k(lua_State *L) {
+  format_error(L, 1);
+  return 1;
+}
+
+/* format_error in protected mode: an error value whose __tostring raises
+ * (or returns no string) must not escape from a report, which runs in the
+ * middle of a tick. Pushes a string. */
+static const char *format_error_safe(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  lua_pushcfunction(L, format_error_k);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    lua_pushfstring(L, "(a %s whose __tostring failed)", luaL_typename(L, idx));
+  }
+  return lua_tostring(L, -1);
+}
+
 /* The default handler writes the context to stderr the way Lua's own
  * messages go (lua_writestringerror), so hosts that redirect those see it. */
 static int default_handler(lua_State *L) {
@@ -317,7 +336,7 @@ static int default_handler(lua_State *L) {
   msg = lua_tostring(L, 2);
   tb = lua_tostring(L, 4);
   origin = lua_tostring(L, 5);
-  err = lua_isnil(L, 3) ? NULL : format_error(L, 3);
+  err = lua_isnil(L, 3) ? NULL : format_error_safe(L, 3);
   lua_writestringerror("lunio: %s\n", msg ? msg : "error");
   if (err != NULL)
     lua_writestringerror("%s\n", err);
@@ -353,7 +372,7 @@ void lunio__report(lua_State *L, lunio_loop *loop) {
     /* A handler that fails must not lose the report: say so, then let the
      * default handler print the original context. */
     lua_writestringerror("lunio: error in the exception handler: %s\n",
-                         format_error(L, -1));
+                         format_error_safe(L, -1));
     lua_pop(L, 2);
     lua_pushcfunction(L, default_handler);
     lua_pushvalue(L, ctx);
@@ -772,10 +791,20 @@ void lunio__finish(lua_State *L, lunio_task *t, int state, int n) {
     notify_waiters(L, t, ud);
   if (state == LUNIO_DONE_ERROR && t->kind == LUNIO_KIND_TASK &&
       !(t->flags & LUNIO_F_RETRIEVED)) {
-    luaL_setmetatable(L, LUNIO_FAILED_TASK_MT);
+    /* The __gc that reports the error if nobody retrieves it sits on a
+     * watcher made now, not on the task: lua_setmetatable with a __gc
+     * searches the collector's list of objects for its object, and a new
+     * one is at the head, while an old task lies behind everything made
+     * since (a cost per failure that grew with the heap: issue 14's
+     * storm). LT_FAILED is weak-keyed, so the watcher lives as long as
+     * the task; once both are garbage, its finalizer (uv 1 = the task)
+     * resurrects the task for the report. */
     lunio__push_loop_field(L, loop, LUNIO_LT_FAILED);
     lua_pushvalue(L, ud);
-    lua_pushboolean(L, 1);
+    lua_newuserdatauv(L, 0, 1);
+    lua_pushvalue(L, ud);
+    lua_setiuservalue(L, -2, 1);
+    luaL_setmetatable(L, LUNIO_TASK_WATCH_MT);
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
@@ -790,6 +819,7 @@ void lunio__finish(lua_State *L, lunio_task *t, int state, int n) {
 static void check_slow(lua_State *L, lunio_loop *loop, lunio_task *t,
                        double started, int ud) {
   double took = lunio__time(loop) - started;
+  int pushed = 0;
   if (took < loop->slow_step || loop->virtual_time)
     return;
   if (ud == 0) {
@@ -797,6 +827,7 @@ static void check_slow(lua_State *L, lunio_loop *loop, lunio_task *t,
       return;
     lunio__push_anchored(L, loop, t);
     ud = lua_gettop(L);
+    pushed = 1;
   }
   lua_createtable(L, 0, 4);
   push_name(L, ud);
@@ -806,14 +837,19 @@ static void check_slow(lua_State *L, lunio_loop *loop, lunio_task *t,
   lua_pop(L, 1);
   lua_pushvalue(L, ud);
   lua_setfield(L, -2, "task");
-  if (t->co != NULL && !LUNIO_IS_DONE(t)) {
+  /* (a body that just returned is still RUNNING: it waits nowhere) */
+  if (t->co != NULL &&
+      (t->state == LUNIO_SUSPENDED || t->state == LUNIO_READY)) {
     luaL_traceback(L, t->co, "the step ended waiting at:", 0);
     lua_setfield(L, -2, "traceback");
   }
   push_origin(L, ud);
   lua_setfield(L, -2, "created_at");
   lunio__report(L, loop);
-  if (ud == lua_gettop(L))
+  /* Only what this function pushed: body_done passes the task's slot of
+   * its own stack, which must stay (it once popped it when the body had
+   * returned nothing, and the task stayed "running" for ever). */
+  if (pushed)
     lua_pop(L, 1);
 }
 

@@ -37,12 +37,16 @@ static lunio_task *check_future(lua_State *L, int arg) {
   return luaL_checkudata(L, arg, LUNIO_FUTURE_MT);
 }
 
-/* __gc of failed tasks: report an error nobody looked at. The loop is alive
- * here: closing a loop reports (and so marks) all of its failed tasks. */
-static int failed_gc(lua_State *L) {
-  lunio_task *t = lua_touserdata(L, 1);
-  if (!(t->flags & LUNIO_F_RETRIEVED) && t->loop && !t->loop->closed)
-    lunio__report_task(L, t->loop, 1);
+/* __gc of a failed task's watcher (uv 1: the task; see lunio__finish):
+ * report an error nobody looked at. The loop is alive here: closing a loop
+ * reports (and so marks) all of its failed tasks. */
+static int watch_gc(lua_State *L) {
+  lunio_task *t;
+  lua_getiuservalue(L, 1, 1);
+  t = lua_touserdata(L, -1);
+  if (t != NULL && !(t->flags & LUNIO_F_RETRIEVED) && t->loop &&
+      !t->loop->closed)
+    lunio__report_task(L, t->loop, -1);
   return 0;
 }
 
@@ -523,7 +527,7 @@ static int future_set_error(lua_State *L) {
 /* The methods carry the running cell as their upvalue 1 (task_await reads
  * it); the cell is on the top of the stack. */
 static void new_class(lua_State *L, const char *name, const luaL_Reg *common,
-                      const luaL_Reg *own, int gc) {
+                      const luaL_Reg *own) {
   int cell = lua_gettop(L);
   luaL_newmetatable(L, name);
   lua_newtable(L);
@@ -537,10 +541,6 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *common,
   lunio__mark_awaitable(L);
   lua_pushcfunction(L, task_tostring);
   lua_setfield(L, -2, "__tostring");
-  if (gc) {
-    lua_pushcfunction(L, failed_gc);
-    lua_setfield(L, -2, "__gc");
-  }
   lua_pop(L, 1);
 }
 
@@ -574,12 +574,15 @@ int luaopen_lunio_task(lua_State *L) {
                                    {"now", core_now},
                                    {"Future", core_future},
                                    {NULL, NULL}};
+  luaL_newmetatable(L, LUNIO_TASK_WATCH_MT);
+  lua_pushcfunction(L, watch_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
   /* Every function here carries the running cell as upvalue 1: sleep,
    * spawn and await find the running task through it. */
   lunio__push_running_cell(L);
-  new_class(L, LUNIO_TASK_MT, common, task_own, 0);
-  new_class(L, LUNIO_FAILED_TASK_MT, common, task_own, 1);
-  new_class(L, LUNIO_FUTURE_MT, common, future_own, 0);
+  new_class(L, LUNIO_TASK_MT, common, task_own);
+  new_class(L, LUNIO_FUTURE_MT, common, future_own);
   luaL_setfuncs(L, funcs, 1);
   return 0;
 }

@@ -164,6 +164,10 @@ function core.new_error(kind, message, fields) end
 function core.is_error(v, kind) end
 ---@return integer?
 function core.open_fds() end
+---@return {in_use: integer, free: integer, mapped: integer}?
+function core.heap_info() end
+---@return boolean
+function core.heap_trim() end
 core.version = "0.1.0"
 core.libuv_version = ""
 core.libcurl_version = ""

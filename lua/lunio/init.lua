@@ -253,8 +253,11 @@ end
 function lunio.dump_tasks(loop)
   if loop == nil then
     loop = core.running_loop() or core.default_loop()
-  elseif type(loop) ~= "userdata" or loop.all_tasks == nil then
-    arg_error(1, "dump_tasks", "lunio.Loop expected, got " .. type(loop))
+  else
+    local mt = getmetatable(loop)
+    if type(loop) ~= "userdata" or type(mt) ~= "table" or rawget(mt, "__name") ~= "lunio.Loop" then
+      arg_error(1, "dump_tasks", "lunio.Loop expected, got " .. type(loop))
+    end
   end
   local tasks = loop:all_tasks()
   local lines = { ("%d task(s)"):format(#tasks) }

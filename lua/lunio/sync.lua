@@ -450,6 +450,9 @@ end
 ---@param predicate fun(): any
 ---@return any
 function Condition:wait_for(predicate)
+  if not util.is_callable(predicate) then
+    error(("bad argument #1 to 'wait_for' (callable expected, got %s)"):format(type(predicate)), 2)
+  end
   local r = predicate()
   while not r do
     self:wait()
@@ -461,6 +464,9 @@ end
 ---Wakes up to `n` (default 1) waiting tasks. The lock must be held.
 ---@param n? integer
 function Condition:notify(n)
+  if n ~= nil and type(n) ~= "number" then
+    error(("bad argument #1 to 'notify' (number expected, got %s)"):format(type(n)), 2)
+  end
   if not self._lock._locked then invalid_state("notify() on a condition whose lock is not held") end
   notify(self, n or 1)
 end

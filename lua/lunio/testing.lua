@@ -29,6 +29,9 @@ end
 ---@param opts? {timeout?: number, virtual_time?: boolean, check_leaks?: boolean}
 ---@return function
 function testing.async(fn, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #2 to 'async' (table expected, got " .. type(opts) .. ")", 2)
+  end
   opts = opts or {}
   local timeout = opts.timeout or 5
   if type(fn) ~= "function" then
