@@ -964,6 +964,11 @@ time.sleep(30)']], "r")
         lunio.start_unix_server, "x", "/tmp/x.sock")
       bad("bad argument #2 to 'udp_bind' (port out of range)",
         lunio.udp_bind, "127.0.0.1", 65536)
+      -- an integral float beyond the integers (found by the API fuzzer)
+      bad("bad argument #2 to 'udp_bind' (port out of range)",
+        lunio.udp_bind, "127.0.0.1", 1e300)
+      bad("bad argument #2 to 'open_connection' (port out of range)",
+        lunio.open_connection, "127.0.0.1", -1e300)
       bad("bad argument #3 to 'udp_bind' (opts.max_datagram must be a positive integer)",
         lunio.udp_bind, "127.0.0.1", 0, { max_datagram = 0 })
 

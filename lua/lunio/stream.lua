@@ -110,7 +110,8 @@ end
 local function check_port(port, n, fname, zero_ok)
   if math_type(port) ~= "integer" then
     if type(port) == "number" and port == port and port % 1 == 0 then
-      port = math.tointeger(port)
+      -- nil for an integral float beyond the integers (1e300): out of range
+      port = math.tointeger(port) or -1
     else
       arg_error(n, fname, "port must be an integer, got " .. (type(port) == "number"
         and tostring(port) or type(port)))
