@@ -371,7 +371,7 @@ local CASES = {
     end, { timeout = T }),
   },
   {
-    name = "a stream peer that resets mid-read",
+    name = "a stream peer that closes mid-read",
     needs = "streams",
     run = h.async(function()
       local server <close> = lunio.start_server(function(st)
@@ -382,6 +382,82 @@ local CASES = {
       local err = expect("eof", s.read_exactly, s, 100)
       assert.are.equal("partial", err.partial)
     end, { timeout = T }),
+  },
+  {
+    -- bad_server.py's reset mode: 1,000 bytes of a 100,000-byte answer,
+    -- then a TCP reset (SO_LINGER 0)
+    name = "a stream peer that resets mid-read",
+    needs = "streams",
+    run = with_server("reset", function(srv)
+      local s <close> = lunio.open_connection("127.0.0.1", srv.port)
+      s:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      local got = 0
+      local ok, err = pcall(function()
+        while true do
+          local chunk = s:read(65536)
+          if chunk == nil then return end
+          got = got + #chunk
+        end
+      end)
+      -- the reset may overtake the bytes in flight: what arrived is kept
+      -- for the reader, then the reset is an error (or, rarely, an EOF
+      -- when the kernel reported the close before the RST)
+      assert.is_true(got <= 2000, tostring(got))
+      if not ok then
+        assert.are.equal("econnreset", err.kind, tostring(err))
+        expect("econnreset", s.read, s)
+      end
+      -- the stream stays a closed-able object and the loop serves on
+      s:close()
+      assert.are.equal(5, lunio.spawn(function() return 5 end):await())
+    end),
+  },
+  {
+    name = "descriptor exhaustion (EMFILE) during connects, and recovery",
+    needs = "streams",
+    run = function()
+      local lines, code, text = S.child([[
+        local lunio = require "lunio"
+        local core = require "lunio.core"
+        local S = require "support.stress"
+        local start, echo
+        lunio.run(function()
+          -- a loop that listened keeps one reserve descriptor (for
+          -- accepting under EMFILE) until it closes: count after the first
+          lunio.start_server(function() end, "127.0.0.1", 0):close()
+          lunio.sleep(0.05)
+          start = core.open_fds()
+          local server <close> = lunio.start_server(function(st)
+            st:write(st:read_line() .. "\n")
+          end, "127.0.0.1", 0)
+          local held = {}
+          while true do
+            local f = io.open("/dev/null")
+            if not f then break end
+            held[#held + 1] = f
+          end
+          local ok, err = pcall(lunio.open_connection, "127.0.0.1", server.port)
+          S.line("exhausted", { fds = core.open_fds(), ok = ok,
+            kind = lunio.is_error(err) and err.kind or tostring(err) })
+          for _, f in ipairs(held) do f:close() end
+          local s <close> = lunio.open_connection("127.0.0.1", server.port)
+          s:write("ping\n")
+          echo = s:read_line()
+          s:close()
+          server:close()
+          lunio.sleep(0.05)
+          S.line("recovered", { echo = echo, fds = core.open_fds(), start = start })
+        end)
+      ]], {}, { nofile = 32, timeout = 60 })
+      assert.are.equal(0, code, text)
+      local ex = S.find(lines, "exhausted ")
+      assert.matches("ok=false", ex)
+      assert.matches("kind=emfile", ex)
+      assert.are.equal(32, S.field(ex, "fds"))
+      local rec = S.find(lines, "recovered ")
+      assert.matches("echo=ping", rec)
+      assert.are.equal(S.field(rec, "start"), S.field(rec, "fds"))
+    end,
   },
 }
 
