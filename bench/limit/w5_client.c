@@ -7,7 +7,7 @@
  *
  * Build: cc -O2 -o w5_client w5_client.c \
  *          $(pkg-config --cflags --libs libuv libcurl)
- * Usage: w5_client [--lunio-defaults] URL COUNT CONC
+ * Usage: w5_client [--lunio-defaults] [--fresh-handles] URL COUNT CONC
  *
  * --lunio-defaults sets, once per easy handle, the options every lunio
  * request has by default (API.md): decompression (Accept-Encoding), a
@@ -15,6 +15,10 @@
  * the idle (low-speed) and connect timeouts, its User-Agent and an empty
  * Expect, an error buffer. It measures what those features cost libcurl
  * itself, apart from lunio's runtime.
+ * --fresh-handles cleans each easy handle up after its transfer and makes
+ * and configures a new one for the next, as lunio must with libcurl before
+ * 8.1.0 (a reused handle can read freed memory there: curl PR #11103; see
+ * src/http.c easy_put). Connections are kept by the multi handle either way.
  * Prints: RESULT req_per_s=... mb_per_s=... elapsed_s=... requests=...
  *
  * Integration rules followed (see the project's notes on libcurl+libuv):
@@ -41,7 +45,7 @@ static CURLM *multi;
 static uv_timer_t timer;
 static sock_ctx *fds[MAX_FD];
 static const char *url;
-static int lunio_defaults;
+static int lunio_defaults, fresh_handles;
 static CURLSH *share;
 static struct curl_slist *headers;
 static char errbuf[CURL_ERROR_SIZE];
@@ -82,6 +86,8 @@ static void start_request(CURL *e) {
   }
 }
 
+static CURL *new_easy(void);
+
 /* Called from loop context only (after socket_action returned). */
 static void drain_done(void) {
   CURLMsg *m;
@@ -100,10 +106,13 @@ static void drain_done(void) {
     }
     completed++;
     curl_multi_remove_handle(multi, e);
-    if (remaining > 0)
+    if (remaining > 0 && !fresh_handles)
       start_request(e); /* reuse the easy handle and its connection */
-    else
+    else {
       curl_easy_cleanup(e);
+      if (remaining > 0)
+        start_request(new_easy());
+    }
   }
   if (completed == total_requests)
     uv_stop(loop);
@@ -198,14 +207,36 @@ static void set_lunio_defaults(CURL *e) {
   curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
 }
 
+/* An easy handle set up for one GET of url. */
+static CURL *new_easy(void) {
+  CURL *e = curl_easy_init();
+  if (e == NULL) {
+    fprintf(stderr, "curl_easy_init failed\n");
+    exit(1);
+  }
+  curl_easy_setopt(e, CURLOPT_URL, url);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_closesocket);
+  if (lunio_defaults)
+    set_lunio_defaults(e);
+  return e;
+}
+
 int main(int argc, char **argv) {
-  if (argc > 1 && strcmp(argv[1], "--lunio-defaults") == 0) {
-    lunio_defaults = 1;
+  for (;;) {
+    if (argc > 1 && strcmp(argv[1], "--lunio-defaults") == 0)
+      lunio_defaults = 1;
+    else if (argc > 1 && strcmp(argv[1], "--fresh-handles") == 0)
+      fresh_handles = 1;
+    else
+      break;
     argv++;
     argc--;
   }
   if (argc < 4) {
-    fprintf(stderr, "usage: %s [--lunio-defaults] URL COUNT CONC\n",
+    fprintf(stderr,
+            "usage: %s [--lunio-defaults] [--fresh-handles] URL COUNT CONC\n",
             argv[0]);
     return 2;
   }
@@ -226,16 +257,8 @@ int main(int argc, char **argv) {
 
   remaining = total_requests = count;
   double t0 = uv_hrtime() * 1e-9;
-  for (long i = 0; i < conc; i++) {
-    CURL *e = curl_easy_init();
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_closesocket);
-    if (lunio_defaults)
-      set_lunio_defaults(e);
-    start_request(e);
-  }
+  for (long i = 0; i < conc; i++)
+    start_request(new_easy());
   uv_run(loop, UV_RUN_DEFAULT);
   double elapsed = uv_hrtime() * 1e-9 - t0;
 
