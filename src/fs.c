@@ -1014,12 +1014,17 @@ static int file_write(lua_State *L) {
   return fs_await(L, fr, t, rc, "write", f->path, file_write_k);
 }
 
-/* The frame is [file]; ctx is the request. */
-static int file_stat_k(lua_State *L, int status, lua_KContext ctx) {
-  fs_result res = {push_statbuf, (fs_req *)ctx, 0, "stat", NULL, NULL};
+/* The end of file:stat() and file:sync(), told apart by the request's
+ * type. The frame is [file]; ctx is the request. */
+static int file_simple_k(lua_State *L, int status, lua_KContext ctx) {
+  fs_result res = {push_nothing, (fs_req *)ctx, 0, "sync", NULL, NULL};
   (void)status;
   res.status = lunio__req_resumed(L, &res.fr->r);
   res.path = res.fr->file->path;
+  if (res.fr->r.u.fs.fs_type == UV_FS_FSTAT) {
+    res.push = push_statbuf;
+    res.op = "stat";
+  }
   return fs_finish(L, &res);
 }
 
@@ -1032,16 +1037,7 @@ static int file_stat(lua_State *L) {
   fr = file_req_new(L, f);
   return fs_await(L, fr, t,
                   uv_fs_fstat(lunio__uv(t->loop), &fr->r.u.fs, f->fd, on_fs),
-                  "stat", f->path, file_stat_k);
-}
-
-/* The frame is [file]; ctx is the request. */
-static int file_sync_k(lua_State *L, int status, lua_KContext ctx) {
-  fs_result res = {push_nothing, (fs_req *)ctx, 0, "sync", NULL, NULL};
-  (void)status;
-  res.status = lunio__req_resumed(L, &res.fr->r);
-  res.path = res.fr->file->path;
-  return fs_finish(L, &res);
+                  "stat", f->path, file_simple_k);
 }
 
 /* file:sync(): flushes the file's data and metadata to its device */
@@ -1053,7 +1049,7 @@ static int file_sync(lua_State *L) {
   fr = file_req_new(L, f);
   return fs_await(L, fr, t,
                   uv_fs_fsync(lunio__uv(t->loop), &fr->r.u.fs, f->fd, on_fs),
-                  "sync", f->path, file_sync_k);
+                  "sync", f->path, file_simple_k);
 }
 
 /* The frame is [file]; ctx is the close request. */

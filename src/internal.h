@@ -288,6 +288,11 @@ void lunio__check_callable(lua_State *L, int idx);
 /* Pushes the values t[1..t.n] of the packed table at idx, removes the
  * table, and returns n (callables with arguments, multiple results). */
 int lunio__unpack(lua_State *L, int idx);
+/* Pushes a new table with weak keys. */
+void lunio__new_weak_table(lua_State *L);
+/* Pushes the weak-keyed table kept in the registry under key (made on
+ * first use). */
+void lunio__push_weak_table(lua_State *L, const void *key);
 /* Append t to the ready queue (t must be anchored; never allocates). */
 void lunio__ready_push(lunio_loop *loop, lunio_task *t);
 /* Anchor the userdata at idx in the loop's pending array (strong ref).
@@ -360,6 +365,16 @@ void lunio__add_waiter_value(lua_State *L, lunio_task *t, int idx, int w_idx);
  * (on_cancel did not run: release what the finished operation holds before
  * calling this). */
 void lunio__resumed(lua_State *L, lunio_task *t);
+/* lunio__resumed for awaits that return their failure instead of raising
+ * it (core.park, join:wait): pushes false, err and returns 2 when the
+ * wake-up was an error or a cancellation is due, else returns 0. */
+int lunio__resumed_failed(lua_State *L, lunio_task *t);
+/* A cancellation requested after the task was woken: it is raised where
+ * the task resumes, as asyncio does (the await that was about to return
+ * fails), and what the finished operation produced is dropped. */
+#define LUNIO_CANCEL_AT_RESUME(t)                                              \
+  (((t)->flags & (LUNIO_F_MUST_CANCEL | LUNIO_F_DELEGATE)) ==                  \
+   LUNIO_F_MUST_CANCEL)
 /* The task L runs for: L is the coroutine the scheduler resumed for the
  * current task, or a lunio.coroutine that coroutine resumed. NULL
  * otherwise (main thread, plain coroutines, a parked task's coroutine

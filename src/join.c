@@ -302,19 +302,8 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   if (j->task == t)
     j->task = NULL; /* woken by someone else (a timeout) */
-  if (t->flags & LUNIO_F_WAKE_ERROR) {
-    t->flags &= ~LUNIO_F_WAKE_ERROR;
-    lua_pushboolean(L, 0);
-    lua_insert(L, -2);
+  if (lunio__resumed_failed(L, t))
     return 2;
-  }
-  if ((t->flags & (LUNIO_F_MUST_CANCEL | LUNIO_F_DELEGATE)) ==
-      LUNIO_F_MUST_CANCEL) {
-    lua_settop(L, 1);
-    lua_pushboolean(L, 0);
-    lunio__take_cancel(L, t);
-    return 2;
-  }
   lua_settop(L, 1);
   j->ndone_unseen = 0;
   lua_pushboolean(L, 1);

@@ -236,14 +236,6 @@ static lunio_loop *check_loop(lua_State *L, int idx) {
   return loop;
 }
 
-static void new_weak_table(lua_State *L) {
-  lua_newtable(L);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "k");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
-}
-
 static int env_flag(const char *name) {
   const char *v = getenv(name);
   return v != NULL && *v != '\0' && strcmp(v, "0") != 0;
@@ -263,11 +255,11 @@ static lunio_loop *new_loop(lua_State *L) {
   lua_rawseti(L, -2, LUNIO_LT_POOL);
   lua_newtable(L);
   lua_rawseti(L, -2, LUNIO_LT_WAITERS);
-  new_weak_table(L);
+  lunio__new_weak_table(L);
   lua_rawseti(L, -2, LUNIO_LT_FAILED);
   lua_newtable(L);
   lua_rawseti(L, -2, LUNIO_LT_CANCELS);
-  new_weak_table(L);
+  lunio__new_weak_table(L);
   lua_rawseti(L, -2, LUNIO_LT_FUTURES);
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, -3, 1);

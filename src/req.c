@@ -127,8 +127,7 @@ int lunio__req_resumed(lua_State *L, lunio_req *r) {
   if (t->flags & LUNIO_F_WAKE_ERROR)
     lunio__resumed(L, t);
   /* Cancelled after the wake-up: the result is dropped. */
-  if ((t->flags & (LUNIO_F_MUST_CANCEL | LUNIO_F_DELEGATE)) ==
-      LUNIO_F_MUST_CANCEL) {
+  if (LUNIO_CANCEL_AT_RESUME(t)) {
     lunio__req_free(r);
     lunio__resumed(L, t);
   }

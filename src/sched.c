@@ -158,6 +158,39 @@ void lunio__check_callable(lua_State *L, int idx) {
   lua_pop(L, 1);
 }
 
+/* Pushes {v1, ..., vn, n = n} of the n values from index first on: the
+ * packed form lunio__unpack reads (a callable with its arguments, a
+ * task's several results). */
+static void pack(lua_State *L, int first, int n) {
+  int i;
+  lua_createtable(L, n, 1);
+  for (i = 0; i < n; i++) {
+    lua_pushvalue(L, first + i);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushinteger(L, n);
+  lua_setfield(L, -2, "n");
+}
+
+/* Pushes the table kept in the registry under key, weak-keyed, making it
+ * the first time (caches and side tables keyed by tasks or functions). */
+void lunio__push_weak_table(lua_State *L, const void *key) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE)
+    return;
+  lua_pop(L, 1);
+  lunio__new_weak_table(L);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
+void lunio__new_weak_table(lua_State *L) {
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+}
+
 int lunio__unpack(lua_State *L, int idx) {
   int i, n;
   idx = lua_absindex(L, idx);
@@ -540,14 +573,7 @@ lunio_task *lunio__new_handle(lua_State *L, lunio_loop *loop, int fn,
   if (nargs == 0)
     lua_pushvalue(L, fn);
   else {
-    int i;
-    lua_createtable(L, nargs + 1, 1);
-    for (i = 0; i <= nargs; i++) {
-      lua_pushvalue(L, fn + i);
-      lua_rawseti(L, -2, i + 1);
-    }
-    lua_pushinteger(L, nargs + 1);
-    lua_setfield(L, -2, "n");
+    pack(L, fn, nargs + 1);
     h->flags |= LUNIO_F_MULTI;
   }
   lua_setiuservalue(L, -2, 1);
@@ -677,12 +703,6 @@ static int deliver_cancel(lua_State *L, lunio_task *t) {
   return lua_error(L);
 }
 
-/* A cancellation requested after the task was woken is raised where it
- * resumes, as asyncio does: the await that was about to return fails. */
-#define CANCEL_AT_RESUME(t)                                                    \
-  (((t)->flags & (LUNIO_F_MUST_CANCEL | LUNIO_F_DELEGATE)) ==                  \
-   LUNIO_F_MUST_CANCEL)
-
 /* ---- results ----------------------------------------------------------- */
 
 int lunio__push_results(lua_State *L, int idx) {
@@ -741,14 +761,7 @@ void lunio__finish(lua_State *L, lunio_task *t, int state, int n) {
       lua_pushnil(L);
       t->flags |= LUNIO_F_NORESULT;
     } else {
-      int i;
-      lua_createtable(L, n, 1);
-      for (i = 1; i <= n; i++) {
-        lua_pushvalue(L, ud + i);
-        lua_rawseti(L, -2, i);
-      }
-      lua_pushinteger(L, n);
-      lua_setfield(L, -2, "n");
+      pack(L, ud + 1, n);
       t->flags |= LUNIO_F_MULTI;
     }
     lua_setiuservalue(L, ud, 1);
@@ -1253,8 +1266,23 @@ void lunio__resumed(lua_State *L, lunio_task *t) {
     t->flags &= ~LUNIO_F_WAKE_ERROR;
     lua_error(L); /* the single wake value is the error */
   }
-  if (CANCEL_AT_RESUME(t))
+  if (LUNIO_CANCEL_AT_RESUME(t))
     deliver_cancel(L, t);
+}
+
+int lunio__resumed_failed(lua_State *L, lunio_task *t) {
+  if (t->flags & LUNIO_F_WAKE_ERROR) {
+    t->flags &= ~LUNIO_F_WAKE_ERROR;
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2); /* the single wake value is the error */
+    return 2;
+  }
+  if (LUNIO_CANCEL_AT_RESUME(t)) {
+    lua_pushboolean(L, 0);
+    lunio__take_cancel(L, t);
+    return 2;
+  }
+  return 0;
 }
 
 lunio_task *lunio__check_in_task(lua_State *L, const char *fname) {
@@ -1368,29 +1396,13 @@ lunio_task *lunio__spawn(lua_State *L, lunio_loop *loop, int nargs) {
     }
     t->nwake = (uint16_t)(nargs + 1);
   } else {
-    int i;
-    lua_createtable(L, nargs + 1, 1);
-    for (i = 0; i <= nargs; i++) {
-      lua_pushvalue(L, fn + i);
-      lua_rawseti(L, -2, i + 1);
-    }
-    lua_pushinteger(L, nargs + 1);
-    lua_setfield(L, -2, "n");
+    pack(L, fn, nargs + 1);
     t->flags |= LUNIO_F_MULTI;
     lua_setiuservalue(L, -2, 1);
   }
   lunio__anchor(L, loop, -1, t);
   if (loop->debug) { /* remember where it was made (weak table) */
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &origins_key) != LUA_TTABLE) {
-      lua_pop(L, 1);
-      lua_newtable(L);
-      lua_createtable(L, 0, 1);
-      lua_pushliteral(L, "k");
-      lua_setfield(L, -2, "__mode");
-      lua_setmetatable(L, -2);
-      lua_pushvalue(L, -1);
-      lua_rawsetp(L, LUA_REGISTRYINDEX, &origins_key);
-    }
+    lunio__push_weak_table(L, &origins_key);
     lua_pushvalue(L, -2);
     luaL_traceback(L, L, NULL, 1);
     lua_rawset(L, -3);
@@ -1419,11 +1431,7 @@ void lunio__set_task_name(lua_State *L, int task, int name) {
 void lunio__push_task_origin(lua_State *L, int idx) { push_origin(L, idx); }
 
 void lunio__open_sched(lua_State *L) {
-  lua_newtable(L); /* task names, weak keys */
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "k");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
+  lunio__new_weak_table(L); /* task names */
   lua_rawsetp(L, LUA_REGISTRYINDEX, &names_key);
 }
 

@@ -207,6 +207,25 @@ static size_t opt_size(lua_State *L, int arg, size_t def, size_t min) {
   return (size_t)n;
 }
 
+/* How a stream buffers: opts.limit, opts.write_high_water and
+ * opts.read_high_water of open_connection, start_server and the like. */
+typedef struct stream_opts {
+  size_t limit, write_hwm, read_hwm;
+} stream_opts;
+
+static const stream_opts default_stream_opts = {1024 * 1024, 64 * 1024,
+                                                64 * 1024};
+
+/* Checks the stream options at args o, o+1, o+2 (limit, write_high_water,
+ * read_high_water). */
+static stream_opts check_stream_opts(lua_State *L, int o) {
+  stream_opts so;
+  so.limit = opt_size(L, o, default_stream_opts.limit, 1);
+  so.write_hwm = opt_size(L, o + 1, default_stream_opts.write_hwm, 0);
+  so.read_hwm = opt_size(L, o + 2, default_stream_opts.read_hwm, 1);
+  return so;
+}
+
 /* ---- streams ------------------------------------------------------------ */
 
 enum { K_TCP, K_PIPE };
@@ -336,6 +355,12 @@ static void on_stream_closed(uv_handle_t *h) {
   free(s);
 }
 
+static void set_stream_opts(stream *s, const stream_opts *so) {
+  s->limit = so->limit;
+  s->write_hwm = so->write_hwm;
+  s->read_hwm = so->read_hwm;
+}
+
 /* A new stream struct with an initialised handle (registered as a
  * resource); NULL with *rc set on failure. */
 static stream *stream_alloc(lunio_loop *loop, stream_loop *sl, int kind,
@@ -349,9 +374,7 @@ static stream *stream_alloc(lunio_loop *loop, stream_loop *sl, int kind,
   s->fd = -1;
   s->loop = loop;
   s->sl = sl;
-  s->read_hwm = 64 * 1024;
-  s->write_hwm = 64 * 1024;
-  s->limit = 1024 * 1024;
+  set_stream_opts(s, &default_stream_opts);
   *rc = kind == K_TCP ? uv_tcp_init(lunio__uv(loop), &s->u.tcp)
                       : uv_pipe_init(lunio__uv(loop), &s->u.pipe, 0);
   if (*rc < 0) {
@@ -1122,8 +1145,7 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
   /* Cancelled after the connect finished: do not leak the socket. */
-  if (s != NULL && (t->flags & (LUNIO_F_MUST_CANCEL | LUNIO_F_DELEGATE)) ==
-                       LUNIO_F_MUST_CANCEL)
+  if (s != NULL && LUNIO_CANCEL_AT_RESUME(t))
     stream_lua_close(s, C_NOW);
   lunio__resumed(L, t);
   if (s == NULL || ud->s == NULL)
@@ -1141,11 +1163,9 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* Pushes a Stream bound to a new stream of kind; applies the stream
- * options at args o, o+1, o+2 (limit, write_high_water, read_high_water). */
+ * options at args o, o+1, o+2 (see check_stream_opts). */
 static stream *new_stream(lua_State *L, lunio_loop *loop, int kind, int o) {
-  size_t limit = opt_size(L, o, 1024 * 1024, 1);
-  size_t whw = opt_size(L, o + 1, 64 * 1024, 0);
-  size_t rhw = opt_size(L, o + 2, 64 * 1024, 1);
+  stream_opts so = check_stream_opts(L, o);
   stream_loop *sl = sl_get(L, loop);
   stream_ud *ud = push_stream(L);
   int rc;
@@ -1153,9 +1173,7 @@ static stream *new_stream(lua_State *L, lunio_loop *loop, int kind, int o) {
   if (s == NULL)
     lunio__uv_error_raise(L, rc, "cannot create a stream");
   bind_stream(ud, s);
-  s->limit = limit;
-  s->write_hwm = whw;
-  s->read_hwm = rhw;
+  set_stream_opts(s, &so);
   return s;
 }
 
@@ -1215,7 +1233,7 @@ struct listener {
   lunio_deferred deliver; /* hands accepted streams to Lua */
   listener_ud *ud;
   stream *accepted, *accepted_tail; /* not yet handed to Lua */
-  size_t limit, write_hwm, read_hwm;
+  stream_opts opts;                 /* of the accepted streams */
   char *path; /* the socket file of a Unix listener, removed at close */
   lua_Integer accepts, errors;
   int kind, closed, stalled;
@@ -1269,9 +1287,7 @@ static int accept_one(listener *l) {
     stream_lua_close(s, C_NOW);
     return rc;
   }
-  s->limit = l->limit;
-  s->write_hwm = l->write_hwm;
-  s->read_hwm = l->read_hwm;
+  set_stream_opts(s, &l->opts);
   if (s->kind == K_TCP)
     uv_tcp_nodelay(&s->u.tcp, 1);
   if (l->accepted_tail != NULL)
@@ -1403,9 +1419,7 @@ static int listener_start(lua_State *L, listener *l, int backlog, int cb) {
 /* A listener struct for the running task's loop; the handle is not yet
  * initialised. Stream options at args o..o+2. */
 static listener *new_listener(lua_State *L, lunio_loop *loop, int kind, int o) {
-  size_t limit = opt_size(L, o, 1024 * 1024, 1);
-  size_t whw = opt_size(L, o + 1, 64 * 1024, 0);
-  size_t rhw = opt_size(L, o + 2, 64 * 1024, 1);
+  stream_opts so = check_stream_opts(L, o);
   stream_loop *sl = sl_get(L, loop);
   listener *l = calloc(1, sizeof *l);
   if (l == NULL)
@@ -1413,9 +1427,7 @@ static listener *new_listener(lua_State *L, lunio_loop *loop, int kind, int o) {
   l->loop = loop;
   l->sl = sl;
   l->kind = kind;
-  l->limit = limit;
-  l->write_hwm = whw;
-  l->read_hwm = rhw;
+  l->opts = so;
   l->deliver.fn = listener_deliver;
   return l;
 }

@@ -121,19 +121,8 @@ static int park_k(lua_State *L, int status, lua_KContext ctx) {
     return lunio__refuse_resume(L, ctx, park_k);
   }
   n = lua_gettop(L);
-  if (t->flags & LUNIO_F_WAKE_ERROR) {
-    t->flags &= ~LUNIO_F_WAKE_ERROR;
-    lua_pushboolean(L, 0);
-    lua_insert(L, -2);
+  if (lunio__resumed_failed(L, t))
     return 2;
-  }
-  if ((t->flags & (LUNIO_F_MUST_CANCEL | LUNIO_F_DELEGATE)) ==
-      LUNIO_F_MUST_CANCEL) { /* woken, then cancelled before resuming */
-    lua_settop(L, 0);
-    lua_pushboolean(L, 0);
-    lunio__take_cancel(L, t);
-    return 2;
-  }
   lua_pushboolean(L, 1);
   lua_insert(L, 1);
   return n + 1;

@@ -821,8 +821,7 @@ static int to_thread_k(lua_State *L, int status, lua_KContext ctx) {
     j->next->prev = j->prev;
   j->next = j->prev = NULL;
   /* Cancelled after the wake-up: drop the results. */
-  if ((t->flags & (LUNIO_F_MUST_CANCEL | LUNIO_F_DELEGATE)) ==
-      LUNIO_F_MUST_CANCEL) {
+  if (LUNIO_CANCEL_AT_RESUME(t)) {
     job_free(j);
     lunio__resumed(L, t);
     return 0; /* not reached: it raised */
@@ -855,16 +854,7 @@ static void push_dump(lua_State *L) {
   const char *name;
   sbuf b = {NULL, 0, 0, 0};
   int i, rc;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &dump_cache_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &dump_cache_key);
-  }
+  lunio__push_weak_table(L, &dump_cache_key);
   lua_pushvalue(L, 1);
   if (lua_rawget(L, -2) == LUA_TSTRING) {
     lua_remove(L, -2);
