@@ -191,12 +191,7 @@ local CASES = {
           S.line("burst", { ok = ok200, connect = kinds.connect or 0 })
           -- 2. every descriptor held: fetches, files fail clearly
           local s = lunio.http.Session()
-          local held = {}
-          while true do
-            local f = io.open("/dev/null")
-            if not f then break end
-            held[#held + 1] = f
-          end
+          local release = S.hold_all_fds()
           local function kind(f)
             local ok, err = pcall(f)
             if ok then return "ok" end
@@ -208,7 +203,7 @@ local CASES = {
             file = kind(function() return lunio.fs.read_file("/etc/hostname") end) })
           -- 3. descriptors back: the same session and the loop recover
           -- (10 connections at a time: well within the limit)
-          for _, f in ipairs(held) do f:close() end
+          release()
           s:close()
           s = lunio.http.Session({ max_connections = 10 })
           local tasks = {}
@@ -430,16 +425,11 @@ local CASES = {
           local server <close> = lunio.start_server(function(st)
             st:write(st:read_line() .. "\n")
           end, "127.0.0.1", 0)
-          local held = {}
-          while true do
-            local f = io.open("/dev/null")
-            if not f then break end
-            held[#held + 1] = f
-          end
+          local release = S.hold_all_fds()
           local ok, err = pcall(lunio.open_connection, "127.0.0.1", server.port)
           S.line("exhausted", { fds = core.open_fds(), ok = ok,
             kind = lunio.is_error(err) and err.kind or tostring(err) })
-          for _, f in ipairs(held) do f:close() end
+          release()
           local s <close> = lunio.open_connection("127.0.0.1", server.port)
           s:write("ping\n")
           echo = s:read_line()

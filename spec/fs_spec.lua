@@ -28,20 +28,9 @@ local function scratch()
   })
 end
 
-local function kind_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error")
-  return lunio.is_error(err) and err.kind or tostring(err), err
-end
+local kind_of = h.kind_and_error
 
--- Waits (polling) until fn() is true; fails after a second (scaled).
-local function eventually(fn, what)
-  local deadline = lunio.now() + 1 * scale
-  while not fn() do
-    if lunio.now() > deadline then error("timed out waiting for " .. what, 2) end
-    lunio.sleep(0.005)
-  end
-end
+local eventually = h.eventually
 
 -- Occupies every thread of libuv's pool with an open of a FIFO that no
 -- one writes, so the next request waits in the queue (where uv_cancel

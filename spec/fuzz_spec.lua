@@ -22,20 +22,8 @@ local SEED = S.seed("FUZZ_SEED", 2024)
 local ITERATIONS = S.size("FUZZ_ITERATIONS", 100000, 500000)
 local CASES = S.size("FUZZ_CASES", 2000, 10000)
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function cwd()
-  local p = assert(io.popen("pwd"))
-  local dir = p:read("l")
-  p:close()
-  return dir
-end
+local h = require "helper"
+local read, cwd = h.read_all, h.getcwd
 
 -- Runs a fuzzer child in a directory of its own (relative paths the
 -- fuzzer makes up land there); on failure, shows what it was doing.

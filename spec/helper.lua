@@ -145,6 +145,8 @@ local function getcwd()
   return cwd
 end
 
+helper.getcwd = getcwd
+
 -- Makes the relative entries of a package path absolute, so the child finds
 -- the same modules whatever its working directory.
 local function absolute_path(path)
@@ -159,6 +161,35 @@ local function absolute_path(path)
 end
 helper.absolute_path = absolute_path
 
+---Lua source that defines `pid()` (this process, read from /proc/self/stat)
+---and `kill(sig)` (sends sig to this process), for the specs and child
+---scripts that send themselves signals. Not os.execute: system() ignores
+---SIGINT and blocks SIGCHLD in the caller while the command runs.
+helper.kill_self_source = [[
+local function pid()
+  local f = assert(io.open("/proc/self/stat"))
+  local s = f:read("a")
+  f:close()
+  return s:match("^(%d+)")
+end
+local function kill(sig)
+  local p = assert(io.popen("kill -" .. sig .. " " .. pid()))
+  p:close()
+end
+]]
+helper.pid, helper.kill_self = assert(load(helper.kill_self_source .. "return pid, kill"))()
+
+---Prelude of child scripts that interrupt themselves: lunio, pid(), kill()
+---and interrupt(delay), a task that sends SIGINT to the process after delay.
+helper.interrupt_prelude = 'local lunio = require "lunio"\n' .. helper.kill_self_source .. [[
+local function interrupt(delay)
+  return lunio.create_task(function()
+    lunio.sleep(delay)
+    kill("INT")
+  end)
+end
+]]
+
 local function read_all(path)
   local f = io.open(path, "rb")
   if not f then return "" end
@@ -166,6 +197,7 @@ local function read_all(path)
   f:close()
   return s
 end
+helper.read_all = read_all -- the file's bytes, or "" when it cannot be read
 
 ---The environment assignments (`LUA_PATH=... LUA_CPATH=...`, shell-quoted)
 ---that make a child lua5.4 load the same lunio as this process.
@@ -252,12 +284,27 @@ function helper.settle(n)
   for _ = 1, n or 3 do lunio.sleep(0) end
 end
 
--- Calls f(...), which must fail; returns the lunio error's kind, or the
--- error itself as a string.
-function helper.kind_of(f, ...)
+-- Calls f(...), which must fail; returns the lunio error's kind (or the
+-- error itself as a string) and the error.
+function helper.kind_and_error(f, ...)
   local ok, err = pcall(f, ...)
   assert(not ok, "expected an error")
-  return lunio.is_error(err) and err.kind or tostring(err)
+  return lunio.is_error(err) and err.kind or tostring(err), err
+end
+
+-- The kind alone (one value: assertions take a second one as a message).
+function helper.kind_of(f, ...)
+  return (helper.kind_and_error(f, ...))
+end
+
+-- In a task: waits (polling) until fn() is true; fails after a second
+-- (scaled), naming `what`.
+function helper.eventually(fn, what)
+  local deadline = lunio.now() + 1 * helper.time_scale
+  while not fn() do
+    if lunio.now() > deadline then error("timed out waiting for " .. what, 2) end
+    lunio.sleep(0.005)
+  end
 end
 
 return helper

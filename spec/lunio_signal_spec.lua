@@ -9,33 +9,11 @@ local h = require "helper"
 
 local function async(fn, opts) return h.async(fn, opts) end
 
-local function pid()
-  local f = assert(io.open("/proc/self/stat"))
-  local s = f:read("a")
-  f:close()
-  return s:match("^(%d+)")
-end
-
--- Sends `sig` to this process; not os.execute (system() blocks SIGCHLD
--- and ignores SIGINT in the caller while it waits).
-local function kill(sig)
-  local p = assert(io.popen("kill -" .. sig .. " " .. pid()))
-  p:close()
-end
+local pid, kill = h.pid, h.kill_self -- this process; kill(sig) sends sig
 
 -- Prelude of the child scripts: lunio, signal, kill() to the child itself.
-local prelude = [[
-local lunio = require "lunio"
-local signal = lunio.signal
-local function kill(sig)
-  local f = assert(io.open("/proc/self/stat"))
-  local pid = f:read("a"):match("^(%d+)")
-  f:close()
-  local p = assert(io.popen("kill -" .. sig .. " " .. pid))
-  p:close()
-end
-io.stdout:setvbuf("line")
-]]
+local prelude = 'local lunio = require "lunio"\nlocal signal = lunio.signal\n'
+  .. h.kill_self_source .. 'io.stdout:setvbuf("line")\n'
 
 local function child(body, opts)
   return h.lua(prelude .. body, nil, opts or { timeout = 10 })

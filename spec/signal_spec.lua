@@ -7,22 +7,7 @@ local h = require "helper"
 
 -- Prelude for the child scripts: lunio, and interrupt() which sends SIGINT
 -- to this very process after `delay` seconds, from a task.
-local prelude = [[
-local lunio = require "lunio"
-local function pid()
-  local f = assert(io.open("/proc/self/stat"))
-  local s = f:read("a")
-  f:close()
-  return s:match("^(%d+)")
-end
-local function interrupt(delay)
-  return lunio.create_task(function()
-    lunio.sleep(delay)
-    -- not os.execute: system() ignores SIGINT in the caller while it waits
-    local p = io.popen("kill -INT " .. pid())
-    p:close()
-  end)
-end
+local prelude = h.interrupt_prelude .. [[
 local function closer(fn) return setmetatable({}, { __close = fn }) end
 ]]
 

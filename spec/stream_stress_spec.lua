@@ -5,27 +5,13 @@
 -- the open descriptors are back to where they started, and the memory
 -- in use does not grow from one round to the next. The figures are
 -- printed.
-local h = require "helper"
-
-local function field(line, name)
-  return tonumber(line:match("%f[%w_]" .. name .. "=(%d+%.?%d*)"))
-end
+local S = require "support.stress"
+local field = S.field
 
 describe("#stress streams", function()
   it("5,000 concurrent connections x 100 messages, twice, leak nothing", function()
-    local cmd = ("ulimit -n 20000 && exec env LUA_PATH=%s LUA_CPATH=%s lua5.4 %s 5000 100 2")
-      :format(h.shell_quote(h.absolute_path(package.path)),
-        h.shell_quote(h.absolute_path(package.cpath)), "spec/support/stream_stress.lua")
-    local p = assert(io.popen("sh -c " .. h.shell_quote(cmd) .. " 2>&1"))
-    local out = {}
-    for line in p:lines() do
-      out[#out + 1] = line
-      io.stdout:write("\n    ", line)
-      io.stdout:flush()
-    end
-    local _, _, code = p:close()
-    io.stdout:write("\n")
-    local text = table.concat(out, "\n")
+    local out, code, text = S.child("spec/support/stream_stress.lua", { 5000, 100, 2 },
+      { nofile = 20000 })
     assert.are.equal(0, code, text)
     assert.are.equal("ok", out[#out])
     local start, r1, r2 = out[1], out[2], out[3]

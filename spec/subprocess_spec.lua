@@ -22,11 +22,7 @@ local function proc_state(pid)
   return s:match("^%d+ %b() (%a)")
 end
 
-local function kind_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error")
-  return lunio.is_error(err) and err.kind or tostring(err), err
-end
+local kind_of = h.kind_and_error
 
 -- The message of a bad argument error raised by fn(...), checking that it
 -- points at the caller's line (this file), not into lunio.
@@ -41,14 +37,7 @@ local function bad_arg(fn, ...)
   return (err:gsub("^[^:]+:%d+: ", ""))
 end
 
--- Waits (polling) until fn() is true; fails after a second (scaled).
-local function eventually(fn, what)
-  local deadline = lunio.now() + 1 * scale
-  while not fn() do
-    if lunio.now() > deadline then error("timed out waiting for " .. what, 2) end
-    lunio.sleep(0.005)
-  end
-end
+local eventually = h.eventually
 
 -- A child that ignores SIGTERM (only SIGKILL ends it), ready once it
 -- printed "ready".

@@ -57,11 +57,7 @@ local function exists(path)
   return f ~= nil
 end
 
-local function kind_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error")
-  return lunio.is_error(err) and err.kind or tostring(err), err
-end
+local kind_of = h.kind_and_error
 
 -- Waits until abandoned jobs finished (their async handle closes).
 local function settle_jobs()

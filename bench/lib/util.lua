@@ -29,6 +29,20 @@ end
 --- CPU time (user + sys) of this process in seconds.
 M.cpu = os.clock
 
+--- The median of a list of numbers (sorts the list).
+function M.median(list)
+  table.sort(list)
+  return list[(#list + 1) // 2]
+end
+
+--- Wall seconds that fn() takes, on clock (default M.now).
+function M.timed(fn, clock)
+  clock = clock or M.now
+  local t0 = clock()
+  fn()
+  return clock() - t0
+end
+
 --- A field of /proc/self/status in bytes (VmRSS, VmHWM, ...).
 function M.status(field)
   local f = assert(io.open("/proc/self/status", "r"))

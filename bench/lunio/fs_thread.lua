@@ -9,21 +9,16 @@
 --    its argument (µs per call), and the throughput with 64 calls in flight.
 -- Medians of 5 runs. Thread wake-ups dominate the round trip: expect
 -- noise when other processes use the CPUs.
+local dir = (arg and arg[0] or ""):match("^(.*)/") or "."
+package.path = dir .. "/../lib/?.lua;" .. package.path
+local util = require "util"
 local lunio = require "lunio"
 local fs = lunio.fs
 
 local mib = tonumber(arg[1]) or 256
 
-local function median(list)
-  table.sort(list)
-  return list[(#list + 1) // 2]
-end
-
-local function timed(fn)
-  local t0 = lunio.now()
-  fn()
-  return lunio.now() - t0
-end
+local median = util.median
+local function timed(fn) return util.timed(fn, lunio.now) end
 
 lunio.run(function()
   local path = os.tmpname()

@@ -9,22 +9,17 @@
 -- 2. MiB (default 100) of `yes | head -c` read through a pipe by run()
 --    (MB/s), next to the same shell pipeline writing to /dev/null.
 -- Medians of 5 runs.
+local dir = (arg and arg[0] or ""):match("^(.*)/") or "."
+package.path = dir .. "/../lib/?.lua;" .. package.path
+local util = require "util"
 local lunio = require "lunio"
 local sp = lunio.subprocess
 
 local mib = tonumber(arg[1]) or 100
 local spawns = tonumber(arg[2]) or 500
 
-local function median(list)
-  table.sort(list)
-  return list[(#list + 1) // 2]
-end
-
-local function timed(fn)
-  local t0 = lunio.now()
-  fn()
-  return lunio.now() - t0
-end
+local median = util.median
+local function timed(fn) return util.timed(fn, lunio.now) end
 
 lunio.run(function()
   local exec_wait, run, os_exec = {}, {}, {}

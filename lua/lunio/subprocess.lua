@@ -444,6 +444,15 @@ local function start(argv, opts)
   }, ProcessMT)
 end
 
+-- Checks the (argv, opts) of exec and run; errors point at their caller.
+local function check_call(fname, argv, opts, known)
+  local list, msg = check_argv(argv)
+  if not list then error(bad(1, fname, msg), 3) end
+  opts, msg = check_opts(opts, known)
+  if not opts then error(bad(2, fname, msg), 3) end
+  return list, opts
+end
+
 -- Runs start(), adding .argv to a failure to start (kind "enoent" ...).
 local function start_checked(argv, opts)
   local ok, p = pcall(start, argv, opts)
@@ -460,10 +469,8 @@ end
 ---@param opts? lunio.subprocess.Opts
 ---@return lunio.Process
 function M.exec(argv, opts)
-  local list, msg = check_argv(argv)
-  if not list then error(bad(1, "exec", msg), 2) end
-  opts, msg = check_opts(opts, EXEC_OPTS)
-  if not opts then error(bad(2, "exec", msg), 2) end
+  local list
+  list, opts = check_call("exec", argv, opts, EXEC_OPTS)
   return start_checked(list, opts)
 end
 
@@ -512,10 +519,8 @@ end
 ---@param opts? lunio.subprocess.RunOpts
 ---@return lunio.subprocess.Result
 function M.run(argv, opts)
-  local list, msg = check_argv(argv)
-  if not list then error(bad(1, "run", msg), 2) end
-  opts, msg = check_opts(opts, RUN_OPTS)
-  if not opts then error(bad(2, "run", msg), 2) end
+  local list
+  list, opts = check_call("run", argv, opts, RUN_OPTS)
   if opts.input ~= nil and opts.stdin ~= nil and opts.stdin ~= "pipe" then
     error(bad(2, "run", "opts.input needs opts.stdin = \"pipe\" (the default with input)"), 2)
   end

@@ -10,19 +10,15 @@ describe("regress: descriptors exhausted", function()
     local lines, code, text = S.child([[
       local lunio = require "lunio"
       local core = require "lunio.core"
+      local S = require "support.stress"
       local _ = lunio.http
       lunio.run(function()
-        local held = {}
-        while true do
-          local f = io.open("/dev/null")
-          if not f then break end
-          held[#held + 1] = f
-        end
+        local release = S.hold_all_fds()
         print("open_fds", core.open_fds())
         local ok, err = pcall(lunio.http.get, "http://127.0.0.1:9/")
         print("kind", not ok and err.kind)
         print("message", not ok and err.message)
-        for _, f in ipairs(held) do f:close() end
+        release()
         ok, err = pcall(lunio.http.get, "http://127.0.0.1:9/")
         print("after", not ok and err.kind, not ok and err.message:find("socket", 1, true))
       end)

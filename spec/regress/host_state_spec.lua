@@ -31,22 +31,7 @@ local function build_host()
   return host
 end
 
-local prelude = [[
-local lunio = require "lunio"
-local function pid()
-  local f = assert(io.open("/proc/self/stat"))
-  local s = f:read("a")
-  f:close()
-  return s:match("^(%d+)")
-end
-local function interrupt(delay)
-  return lunio.create_task(function()
-    lunio.sleep(delay)
-    local p = io.popen("kill -INT " .. pid())
-    p:close()
-  end)
-end
-]]
+local prelude = h.interrupt_prelude
 
 -- Runs `body` in the host with SIGINT set up as `mode`; stdout, stderr, code.
 local function run_host(mode, body)

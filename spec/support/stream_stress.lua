@@ -13,27 +13,12 @@
 -- lua_kb (the Lua heap) are taken after a full collection.
 local lunio = require "lunio"
 local core = require "lunio.core"
+local S = require "support.stress"
+local rss_kb, settle = S.rss_kb, S.settle
 
 local nconn = math.tointeger(tonumber(arg[1] or "5000"))
 local nmsg = math.tointeger(tonumber(arg[2] or "100"))
 local rounds = math.tointeger(tonumber(arg[3] or "2"))
-
-local function rss_kb()
-  local f = assert(io.open("/proc/self/status"))
-  for line in f:lines() do
-    local kb = line:match("^VmRSS:%s+(%d+) kB")
-    if kb then
-      f:close()
-      return tonumber(kb)
-    end
-  end
-  f:close()
-end
-
-local function settle()
-  collectgarbage()
-  collectgarbage()
-end
 
 local function echo(stream)
   while true do

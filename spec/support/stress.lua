@@ -65,6 +65,20 @@ function M.rss_kb() return status_kb("VmRSS") end
 function M.vmsize_kb() return status_kb("VmSize") end
 function M.vmhwm_kb() return status_kb("VmHWM") end
 
+---Opens /dev/null until the descriptors run out (EMFILE) and returns a
+---function that closes them all again.
+function M.hold_all_fds()
+  local held = {}
+  while true do
+    local f = io.open("/dev/null")
+    if not f then break end
+    held[#held + 1] = f
+  end
+  return function()
+    for _, f in ipairs(held) do f:close() end
+  end
+end
+
 function M.settle()
   collectgarbage()
   collectgarbage()
@@ -96,6 +110,15 @@ function M.sample(loop, trim)
     core.heap_trim()
     s.rss_trim = M.rss_kb()
   end
+  return s
+end
+
+---M.sample(loop, true) after a full collection, with the fields of
+---`extra` added (the figures the gates compare).
+function M.settled_sample(loop, extra)
+  M.settle()
+  local s = M.sample(loop, true)
+  for k, v in pairs(extra or {}) do s[k] = v end
   return s
 end
 

@@ -26,12 +26,7 @@ local ROUNDS = math.tointeger(tonumber(arg[3] or "")) or 2
 local CYCLES = math.tointeger(tonumber(arg[4] or "")) or 2
 local BODY = "pause done\n"
 
-local function sample(loop, extra)
-  S.settle()
-  local s = S.sample(loop, true)
-  for k, v in pairs(extra or {}) do s[k] = v end
-  return s
-end
+local sample = S.settled_sample
 
 lunio.run(function()
   local loop = lunio.get_running_loop()

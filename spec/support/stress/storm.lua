@@ -454,10 +454,7 @@ local KINDS = {
   },
 }
 
-local function sample(loop)
-  S.settle()
-  return S.sample(loop, true)
-end
+local sample = S.settled_sample
 
 -- Runs one storm of n tasks; returns the outcome counts.
 local function storm(n, present)

@@ -40,12 +40,7 @@ local function wave(first, n)
   return sum
 end
 
-local function sample(loop, extra)
-  S.settle()
-  local s = S.sample(loop, true)
-  for k, v in pairs(extra or {}) do s[k] = v end
-  return s
-end
+local sample = S.settled_sample
 
 lunio.run(function()
   local loop = lunio.get_running_loop()
