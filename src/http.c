@@ -1281,8 +1281,7 @@ static int http_perform(lua_State *L) {
   int fresh, configured;
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
-  lunio__check_in_task(L, "fetch");
-  loop = lunio__running_loop(L);
+  loop = lunio__check_in_task(L, "fetch")->loop;
   s = session_bind(L, u, loop);
   lua_getfield(L, 2, "on_progress");      /* 3 */
   x = lua_newuserdatauv(L, sizeof *x, 1); /* 4 */
