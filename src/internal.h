@@ -334,6 +334,22 @@ void lunio__finish(lua_State *L, lunio_task *t, int state, int n);
  * may call it; values are pushed only from Lua contexts. The resume
  * happens on a later tick. */
 void lunio__wake(lua_State *L, lunio_task *t, int n, int error);
+
+/* The tasks parked on one event (a process's exit, a signal's delivery),
+ * in a growable array; zero-initialised it is empty. */
+typedef struct lunio_tasklist {
+  lunio_task **v;
+  int n, cap;
+} lunio_tasklist;
+/* Appends t; raises "not enough memory" when the array cannot grow. */
+void lunio__tasklist_add(lua_State *L, lunio_tasklist *l, lunio_task *t);
+/* Takes t out (an on_cancel hook); the order of the others may change. */
+void lunio__tasklist_remove(lunio_tasklist *l, lunio_task *t);
+/* Wakes every task (no values) and empties the list; like lunio__wake
+ * with n == 0 it touches no Lua state. */
+void lunio__tasklist_wake_all(lua_State *L, lunio_tasklist *l);
+/* Frees the array (the list must not be used again). */
+void lunio__tasklist_free(lunio_tasklist *l);
 /* Suspend the running task (L is its coroutine) until lunio__wake; when
  * it is cancelled, on_cancel(t, data) runs first. k is resumed with the
  * woken values on top; it must call lunio__resumed first. When a

@@ -52,8 +52,7 @@ typedef struct proc {
   uv_process_t h;
   uv_timer_t grace; /* terminate(): sends SIGKILL when it fires */
   lunio_loop *loop;
-  lunio_task **waiters; /* tasks parked in wait() */
-  int nwaiters, capwaiters;
+  lunio_tasklist waiters; /* tasks parked in wait() */
   int64_t exit_status;
   int term_signal;
   int pid;
@@ -72,7 +71,7 @@ typedef struct proc_ud {
 
 static void proc_free_if_unused(proc *p) {
   if (p->open == 0 && p->ud_gone) {
-    free(p->waiters);
+    lunio__tasklist_free(&p->waiters);
     free(p);
   }
 }
@@ -94,15 +93,12 @@ static void close_handles(proc *p) {
 /* The child was reaped: record how it ended, wake every waiter, release
  * the handles. Touches no Lua state (libuv callbacks call it). */
 static void finish(proc *p, int64_t exit_status, int term_signal) {
-  int i;
   p->exited = 1;
   p->exit_status = exit_status;
   p->term_signal = term_signal;
   lunio__io_end(p->loop);
   lunio__resource_remove(&p->res);
-  for (i = 0; i < p->nwaiters; i++)
-    lunio__wake(lunio__loop_state(p->loop), p->waiters[i], 0, 0);
-  p->nwaiters = 0;
+  lunio__tasklist_wake_all(lunio__loop_state(p->loop), &p->waiters);
   close_handles(p);
 }
 
@@ -307,13 +303,7 @@ static int push_status(lua_State *L, proc *p) {
 }
 
 static void waiter_on_cancel(lunio_task *t, void *data) {
-  proc *p = data;
-  int i;
-  for (i = 0; i < p->nwaiters; i++)
-    if (p->waiters[i] == t) {
-      p->waiters[i] = p->waiters[--p->nwaiters];
-      break;
-    }
+  lunio__tasklist_remove(&((proc *)data)->waiters, t);
 }
 
 /* The frame is [Process]; woken when the child was reaped. */
@@ -339,15 +329,7 @@ static int process_wait(lua_State *L) {
   if (t->loop != p->loop)
     return lunio__error_raise(L, "invalid_state",
                               "'wait': this process belongs to another loop");
-  if (p->nwaiters == p->capwaiters) {
-    int cap = p->capwaiters ? p->capwaiters * 2 : 2;
-    lunio_task **w = realloc(p->waiters, (size_t)cap * sizeof *w);
-    if (w == NULL)
-      return luaL_error(L, "not enough memory");
-    p->waiters = w;
-    p->capwaiters = cap;
-  }
-  p->waiters[p->nwaiters++] = t;
+  lunio__tasklist_add(L, &p->waiters, t);
   return lunio__park_c(L, t, waiter_on_cancel, p, 0, wait_k);
 }
 

@@ -1127,6 +1127,40 @@ void lunio__wake(lua_State *L, lunio_task *t, int n, int error) {
   lunio__ready_push(loop, t);
 }
 
+void lunio__tasklist_add(lua_State *L, lunio_tasklist *l, lunio_task *t) {
+  if (l->n == l->cap) {
+    int cap = l->cap ? l->cap * 2 : 4;
+    lunio_task **v = realloc(l->v, (size_t)cap * sizeof *v);
+    if (v == NULL)
+      luaL_error(L, "not enough memory");
+    l->v = v;
+    l->cap = cap;
+  }
+  l->v[l->n++] = t;
+}
+
+void lunio__tasklist_remove(lunio_tasklist *l, lunio_task *t) {
+  int i;
+  for (i = 0; i < l->n; i++)
+    if (l->v[i] == t) {
+      l->v[i] = l->v[--l->n];
+      return;
+    }
+}
+
+void lunio__tasklist_wake_all(lua_State *L, lunio_tasklist *l) {
+  int i, n = l->n;
+  l->n = 0;
+  for (i = 0; i < n; i++)
+    lunio__wake(L, l->v[i], 0, 0);
+}
+
+void lunio__tasklist_free(lunio_tasklist *l) {
+  free(l->v);
+  l->v = NULL;
+  l->n = l->cap = 0;
+}
+
 lunio_task *lunio__task_of(lua_State *L) {
   return lunio__task_of_running(L, lunio__running_loop(L));
 }

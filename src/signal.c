@@ -69,8 +69,7 @@ typedef struct sigwatch {
   uv_signal_t h;
   lunio_loop *loop;
   int slot; /* index in signal_names */
-  lunio_task **waiters;
-  int nwaiters, capwaiters;
+  lunio_tasklist waiters;
   int nhandlers;
   unsigned pending; /* deliveries the handlers have not seen yet */
   unsigned active : 1, observer : 1, closed : 1;
@@ -160,7 +159,7 @@ static const lunio_resource_ops watch_resource = {"SignalWatcher", watch_close};
 
 static void on_watch_closed(uv_handle_t *h) {
   sigwatch *w = h->data;
-  free(w->waiters);
+  lunio__tasklist_free(&w->waiters);
   free(w);
 }
 
@@ -198,7 +197,7 @@ static sigwatch *get_watch(lua_State *L, lunio_loop *loop, int slot) {
  * stops when the last one goes (the signal gets its default action
  * back). Returns 0 or a libuv error. */
 static int watch_update(sigwatch *w) {
-  int want = (w->nwaiters + w->nhandlers) > 0 && !w->closed;
+  int want = (w->waiters.n + w->nhandlers) > 0 && !w->closed;
   int signum = signal_names[w->slot].num;
   if (want == (int)w->active)
     return 0;
@@ -237,10 +236,7 @@ static int watch_update(sigwatch *w) {
 /* A delivery: every waiter wakes (and leaves the list); the handlers get
  * it from dispatch_handlers, in Lua context. Touches no Lua state. */
 static void deliver(sigwatch *w) {
-  int i, n = w->nwaiters;
-  w->nwaiters = 0;
-  for (i = 0; i < n; i++)
-    lunio__wake(lunio__loop_state(w->loop), w->waiters[i], 0, 0);
+  lunio__tasklist_wake_all(lunio__loop_state(w->loop), &w->waiters);
   if (w->nhandlers > 0) {
     w->pending++;
     lunio__defer(w->loop, &w->dispatch);
@@ -332,7 +328,7 @@ static void drop_handlers(sigwatch *w) {
 static void watch_close(lunio_resource *r) {
   sigwatch *w = (sigwatch *)r;
   drop_handlers(w);
-  w->nwaiters = 0;
+  w->waiters.n = 0;
   watch_update(w);
 }
 
@@ -357,12 +353,7 @@ static void sig_ext_close(lunio_loop *loop, void *ext) {
 
 static void wait_on_cancel(lunio_task *t, void *data) {
   sigwatch *w = data;
-  int i;
-  for (i = 0; i < w->nwaiters; i++)
-    if (w->waiters[i] == t) {
-      w->waiters[i] = w->waiters[--w->nwaiters];
-      break;
-    }
+  lunio__tasklist_remove(&w->waiters, t);
   watch_update(w);
 }
 
@@ -380,18 +371,10 @@ static int signal_wait(lua_State *L) {
   lunio_task *t = lunio__check_in_task(L, "wait");
   sigwatch *w = get_watch(L, t->loop, slot);
   lua_settop(L, 1);
-  if (w->nwaiters == w->capwaiters) {
-    int cap = w->capwaiters ? w->capwaiters * 2 : 4;
-    lunio_task **p = realloc(w->waiters, (size_t)cap * sizeof *p);
-    if (p == NULL)
-      return luaL_error(L, "not enough memory");
-    w->waiters = p;
-    w->capwaiters = cap;
-  }
-  w->waiters[w->nwaiters++] = t;
+  lunio__tasklist_add(L, &w->waiters, t);
   rc = watch_update(w);
   if (rc < 0) {
-    w->nwaiters--;
+    w->waiters.n--;
     return lunio__uv_error_raise(L, rc, "cannot watch the signal");
   }
   return lunio__park_c(L, t, wait_on_cancel, w, slot, wait_k);
