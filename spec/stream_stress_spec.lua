@@ -3,7 +3,8 @@
 -- messages, twice, in a child process whose descriptor limit is raised
 -- to 20,000 (`ulimit -n`). Every echo must come back intact; afterwards
 -- the open descriptors are back to where they started, and the memory
--- in use does not grow from one round to the next. The figures are
+-- in use (Lua's, malloc's, and the resident set after malloc_trim) does
+-- not grow from one round to the next. The figures are
 -- printed.
 local S = require "support.stress"
 local field = S.field
@@ -26,10 +27,13 @@ describe("#stress streams", function()
     assert.are.equal(field(start, "fds"), field(r2, "fds"))
     -- memory: the Lua heap keeps only a few MB of grown tables (the loop's
     -- pending array, the server's connection sets, the coroutine pool),
-    -- and neither it nor the process grows from round 1 to round 2; glibc
-    -- keeps the pages of the freed memory, so RSS plateaus after round 1
+    -- and neither it nor malloc's heap grows from round 1 to round 2. The
+    -- resident set is compared after malloc_trim: untrimmed, it depends on
+    -- which freed pages glibc keeps (one CI run: 48.8 MB after round 1,
+    -- 63.2 MB after round 2, with the same 67 MB peak in both)
     assert.is_true(field(r2, "lua_kb") <= 4096, r2)
     assert.is_true(field(r2, "lua_kb") <= field(r1, "lua_kb") + 512, r2)
-    assert.is_true(field(r2, "rss_kb") <= field(r1, "rss_kb") * 1.1, r2)
+    assert.is_true(field(r2, "heap_kb") <= field(r1, "heap_kb") * 1.1 + 512, r2)
+    assert.is_true(field(r2, "rss_trim_kb") <= field(r1, "rss_trim_kb") * 1.1, r2)
   end)
 end)

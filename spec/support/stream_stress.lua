@@ -6,15 +6,19 @@
 -- One lunio echo server, `connections` clients connected at the same time
 -- in the same process, each sending `messages` messages and waiting for
 -- each echo; `rounds` times. Prints one line per measurement:
---   start fds=N rss_kb=N lua_kb=N
+--   start fds=N rss_kb=N heap_kb=N rss_trim_kb=N lua_kb=N
 --   round I connections=N messages=N seconds=S peak_open=N peak_fds=N
---     peak_rss_kb=N fds=N rss_kb=N lua_kb=N          (on one line)
--- and "ok" at the end; raises on any lost or wrong echo. fds, rss_kb and
--- lua_kb (the Lua heap) are taken after a full collection.
+--     peak_rss_kb=N fds=N rss_kb=N heap_kb=N rss_trim_kb=N lua_kb=N
+--                                                   (on one line)
+-- and "ok" at the end; raises on any lost or wrong echo. The figures after
+-- a round are taken after a full collection: heap_kb is what malloc counts
+-- in use, rss_kb the resident set, rss_trim_kb the resident set after
+-- malloc_trim(0) (rss_kb alone depends on which freed pages glibc happens
+-- to keep), lua_kb the Lua heap.
 local lunio = require "lunio"
 local core = require "lunio.core"
 local S = require "support.stress"
-local rss_kb, settle = S.rss_kb, S.settle
+local rss_kb = S.rss_kb
 
 local nconn = math.tointeger(tonumber(arg[1] or "5000"))
 local nmsg = math.tointeger(tonumber(arg[2] or "100"))
@@ -44,10 +48,9 @@ end
 lunio.run(function()
   local server <close> = lunio.start_server(echo, "127.0.0.1", 0, { backlog = 4096 })
   lunio.sleep(0.05)
-  settle()
-  local fds0, rss0 = core.open_fds(), rss_kb()
-  print(("start fds=%d rss_kb=%d lua_kb=%d"):format(fds0, rss0,
-    math.floor(collectgarbage("count"))))
+  local s0 = S.settled_sample()
+  print(("start fds=%d rss_kb=%d heap_kb=%d rss_trim_kb=%d lua_kb=%d"):format(s0.fds, s0.rss,
+    s0.heap, s0.rss_trim, s0.lua))
   io.stdout:flush()
   for round = 1, rounds do
     local stats = { open = 0, peak_open = 0 }
@@ -70,11 +73,11 @@ lunio.run(function()
     sampler:cancel()
     -- the server's handlers see the clients' EOF and finish
     while server:connections() > 0 do lunio.sleep(0.01) end
-    settle()
+    local after = S.settled_sample()
     print(("round %d connections=%d messages=%d seconds=%.2f peak_open=%d peak_fds=%d "
-      .. "peak_rss_kb=%d fds=%d rss_kb=%d lua_kb=%d"):format(round, nconn, nconn * nmsg,
-      seconds, stats.peak_open, peak_fds, peak_rss, core.open_fds(), rss_kb(),
-      math.floor(collectgarbage("count"))))
+      .. "peak_rss_kb=%d fds=%d rss_kb=%d heap_kb=%d rss_trim_kb=%d lua_kb=%d"):format(round,
+      nconn, nconn * nmsg, seconds, stats.peak_open, peak_fds, peak_rss, after.fds,
+      after.rss, after.heap, after.rss_trim, after.lua))
     io.stdout:flush()
   end
 end)
