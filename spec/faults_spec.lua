@@ -7,8 +7,7 @@
 -- one (a low `ulimit -n`, a clean VmPeak, stderr to read).
 --
 -- Tagged #stress (make check-stress) and #sanitize: check-stress runs it
--- under ASan+UBSan. CASES is a list of named cases; a case with `needs`
--- waits, visibly skipped, for its module (streams, subprocess).
+-- under ASan+UBSan. CASES is a list of named cases.
 local lunio = require "lunio"
 local h = require "helper"
 local S = require "support.stress"
@@ -367,7 +366,6 @@ local CASES = {
   },
   {
     name = "a stream peer that closes mid-read",
-    needs = "streams",
     run = h.async(function()
       local server <close> = lunio.start_server(function(st)
         st:write("partial")
@@ -382,7 +380,6 @@ local CASES = {
     -- bad_server.py's reset mode: 1,000 bytes of a 100,000-byte answer,
     -- then a TCP reset (SO_LINGER 0)
     name = "a stream peer that resets mid-read",
-    needs = "streams",
     run = with_server("reset", function(srv)
       local s <close> = lunio.open_connection("127.0.0.1", srv.port)
       s:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -409,7 +406,6 @@ local CASES = {
   },
   {
     name = "descriptor exhaustion (EMFILE) during connects, and recovery",
-    needs = "streams",
     run = function()
       local lines, code, text = S.child([[
         local lunio = require "lunio"
@@ -467,10 +463,6 @@ describe("#stress #sanitize faults", function()
   end)
 
   for _, case in ipairs(CASES) do
-    if S.present(case.needs) then
-      it(case.name, case.run)
-    else
-      pending(("%s: skipped (module not present: %s)"):format(case.name, case.needs))
-    end
+    it(case.name, case.run)
   end
 end)

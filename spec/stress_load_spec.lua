@@ -1,11 +1,9 @@
 -- Reliability gate (issue 14), load: many tasks and many transfers in one
 -- process, and nothing left behind. Tagged #stress: `make check-stress`
 -- runs it, `make test` does not. Each case runs a child lua5.4 (a clean
--- process to measure) and prints its figures; the case list is the hook
--- for other modules: an entry with `needs` is skipped, with a visible line,
--- until that module exists (the 5,000-connection TCP case is the streams
--- branch's spec/stream_stress_spec.lua; the entry here runs the same shape
--- of load through the stress harness once lunio.open_connection exists).
+-- process to measure) and prints its figures (spec/stream_stress_spec.lua
+-- runs a longer 5,000-connection TCP load; the tcp case here runs the same
+-- shape of load through the stress harness).
 --
 -- Sizes: CI's by default, STRESS_FULL=1 for the full ones; LOAD_TASKS,
 -- LOAD_WINDOW, LOAD_FETCHES override.
@@ -96,7 +94,6 @@ local CASES = {
   },
   {
     name = "tcp",
-    needs = "streams",
     run = function()
       local lines, code, text = S.child("spec/support/stress/tcp_load.lua",
         { CONNECTIONS, 20 }, { nofile = 20000, timeout = 300 })
@@ -113,10 +110,6 @@ local CASES = {
 
 describe("#stress load", function()
   for _, case in ipairs(CASES) do
-    if S.present(case.needs) then
-      it(case.name, case.run)
-    else
-      pending(("%s: skipped (module not present: %s)"):format(case.name, case.needs))
-    end
+    it(case.name, case.run)
   end
 end)

@@ -9,14 +9,11 @@
 ---   S.sample(loop)               {rss=, heap=, fds=, handles=, resources=, ...}
 ---   S.settle()                   two full collections
 ---   S.line("label", {k = v})     prints "label k=v ..." (and flushes)
----   S.present(name)              whether an optional module is there
----   S.cases(list, fn)            runs fn(case) for each present case, prints
----                                "NAME: skipped (module not present)" otherwise
+---   S.pick(list, only, base)     the named cases to run (see below)
 ---   S.child(script, args, opts)  (specs) runs a child lua5.4, echoing its lines
 ---
---- Every component is a list of named cases; a case with `needs = "streams"`
---- or `needs = "subprocess"` is skipped, visibly, until that module exists,
---- so the streams and subprocess branches plug in by adding entries.
+--- Every component is a list of named cases, so a new module plugs in by
+--- adding entries.
 local M = {}
 
 M.full = (os.getenv("STRESS_FULL") or "0") ~= "0"
@@ -145,40 +142,26 @@ function M.format(t)
   return table.concat(out, " ")
 end
 
+---The cases of `list` to run: those named in `only` (a comma-separated
+---list of names, from an environment variable; nil: all), without the
+---"http" case when there is no HTTP `base` URL (said in a line).
+function M.pick(list, only, base)
+  local picked = {}
+  for _, case in ipairs(list) do
+    local asked = not only or ("," .. only .. ","):find("," .. case.name .. ",", 1, true)
+    if asked and case.name == "http" and not base then
+      M.line("http: skipped (no HTTP_BASE argument)")
+    elseif asked then
+      picked[#picked + 1] = case
+    end
+  end
+  return picked
+end
+
 ---Prints one figures line: `label k=v ...`.
 function M.line(label, t)
   io.stdout:write(label, t and (" " .. M.format(t)) or "", "\n")
   io.stdout:flush()
-end
-
--- Optional modules, detected on the live lunio table.
-local PRESENT = {
-  streams = function(lunio) return lunio.open_connection ~= nil end,
-  subprocess = function(lunio) return lunio.subprocess ~= nil end,
-}
-
-function M.present(name)
-  if name == nil then return true end
-  local lunio = require "lunio"
-  local ok, yes = pcall(PRESENT[name], lunio)
-  return ok and yes and true or false
-end
-
----Runs fn(case) for the cases whose module is present; prints a
----"NAME: skipped (module not present)" line for the others. Returns the
----names run and the names skipped.
-function M.cases(list, fn)
-  local ran, skipped = {}, {}
-  for _, case in ipairs(list) do
-    if M.present(case.needs) then
-      ran[#ran + 1] = case.name
-      fn(case)
-    else
-      skipped[#skipped + 1] = case.name
-      M.line(("%s: skipped (module not present: %s)"):format(case.name, case.needs))
-    end
-  end
-  return ran, skipped
 end
 
 -- ---------------------------------------------------------------------------

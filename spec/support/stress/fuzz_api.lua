@@ -11,8 +11,7 @@
 -- finished objects. The targets are found by walking the live tables (as
 -- spec/types_spec.lua does) and the methods tables of live objects made by
 -- OBJECTS below, so a new function or class method is fuzzed without a
--- change here; a class of a module that is not present is skipped with a
--- visible line.
+-- change here.
 --
 -- Every call must return or raise a Lua error: a lunio error of a
 -- documented kind, a "bad argument" error, an error one of the hostile
@@ -27,7 +26,7 @@
 -- and proxies to the loopback fixture (HTTP_BASE), host names to numeric
 -- loopback addresses (no DNS query leaves the machine), no signal is sent.
 --
--- Prints "seed=S iterations=N targets=T", "CLASS: skipped (...)" lines,
+-- Prints "seed=S iterations=N targets=T",
 -- per-phase counts, the distinct messages of the "other" and "defect"
 -- classes, then "summary ..." and "ok" (exit 0), or raises.
 local S = require "support.stress"
@@ -384,7 +383,7 @@ local NOT_ON_DRIVER = {
 }
 
 -- Live objects of each class: make(ctx) returns a fresh one (inside a task
--- of the driver loop); `closed` variants too. `needs` names a module.
+-- of the driver loop); `closed` variants too.
 local OBJECTS = {
   { class = "Task", make = function()
     local r = random(4)
@@ -478,7 +477,7 @@ local OBJECTS = {
     if random() < 0.3 then hnd:close() end
     return hnd
   end },
-  { class = "Stream", needs = "streams", make = function(ctx)
+  { class = "Stream", make = function(ctx)
     if not ctx.server then
       ctx.server = lunio.start_server(function(st) st:read_all() end, "127.0.0.1", 0)
     end
@@ -486,12 +485,12 @@ local OBJECTS = {
     if random() < 0.3 then st:close() end
     return st
   end },
-  { class = "Server", needs = "streams", make = function()
+  { class = "Server", make = function()
     local srv = lunio.start_server(function() end, "127.0.0.1", 0)
     if random() < 0.3 then srv:close() end
     return srv
   end },
-  { class = "Process", needs = "subprocess", make = function()
+  { class = "Process", make = function()
     return lunio.subprocess.exec({ "true" })
   end },
 }
@@ -628,18 +627,12 @@ end
 
 local targets -- module functions
 local class_targets = {} -- class -> {name=, fn=} list of methods
-local skipped = {}
 
 local function discover(ctx)
   targets = module_targets()
   for _, o in ipairs(OBJECTS) do
     local cname = o.rename or o.class
-    if not S.present(o.needs) then
-      if not skipped[cname] then
-        skipped[cname] = true
-        S.line(("%s: skipped (module not present: %s)"):format(cname, o.needs))
-      end
-    elseif not class_targets[cname] then
+    if not class_targets[cname] then
       local obj = o.make(ctx)
       local methods = methods_of(obj)
       local list = {}

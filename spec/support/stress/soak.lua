@@ -5,8 +5,7 @@
 -- One process, one lunio.run, for SECONDS: a mixed workload (WORKLOADS
 -- below: spawn bursts, sleepers, a bounded queue, locks and semaphores,
 -- timeouts that fire, HTTP through one Session and through short-lived
--- ones, fs, to_thread; streams and subprocesses once those modules exist,
--- skipped with a visible line until then). Every second a sampler records
+-- ones, fs, to_thread, streams and subprocesses). Every second a sampler records
 -- RSS, malloc's bytes in use, open descriptors, active libuv handles and
 -- pending tasks. Prints:
 --   start   (the figures before the workload)
@@ -57,7 +56,7 @@ local function crunch(n)
   return s
 end
 
--- Each workload: `name`, `needs` (a module, optional), `workers` (how many
+-- Each workload: `name`, `workers` (how many
 -- run its `step` in a loop), `setup(ctx)` and `teardown(ctx)` around the
 -- run, and `prime()`: run before the start figures, for what a loop keeps
 -- once it was needed.
@@ -128,7 +127,7 @@ local WORKLOADS = {
   { name = "to_thread", workers = 2, step = function()
     assert(lunio.to_thread(crunch, 20000) == crunch(20000))
   end },
-  { name = "stream", needs = "streams", workers = 4, prime = function()
+  { name = "stream", workers = 4, prime = function()
     -- libuv keeps one descriptor per loop from its first stream on (its
     -- reserve for EMFILE): open it before the start figures
     local _ <close> = lunio.start_server(function() end, "127.0.0.1", 0)
@@ -143,7 +142,7 @@ local WORKLOADS = {
       assert(st:read_line() == tostring(i))
     end
   end, teardown = function(ctx) ctx.server:close({ abort = true }) end },
-  { name = "subprocess", needs = "subprocess", workers = 1, step = function()
+  { name = "subprocess", workers = 1, step = function()
     assert(lunio.subprocess.run({ "true" }).code == 0)
     sleep(0.1)
   end },
@@ -158,17 +157,9 @@ end
 
 lunio.run(function()
   local loop = lunio.get_running_loop()
-  local ctx, workers, present = {}, {}, {}
-  local only = os.getenv("SOAK_ONLY") -- e.g. "http,fs": only those
-  S.cases(WORKLOADS, function(w)
-    if only and not ("," .. only .. ","):find("," .. w.name .. ",", 1, true) then
-      return
-    elseif w.name == "http" and not BASE then
-      S.line("http: skipped (no HTTP_BASE argument)")
-    else
-      present[#present + 1] = w
-    end
-  end)
+  local ctx, workers = {}, {}
+  -- SOAK_ONLY="http,fs": only those
+  local present = S.pick(WORKLOADS, os.getenv("SOAK_ONLY"), BASE)
   for _, w in ipairs(present) do
     if w.prime then w.prime() end
   end

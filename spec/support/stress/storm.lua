@@ -20,7 +20,6 @@
 -- error, and the loop still serves one of each kind without cancellation.
 -- Prints (figures as support/stress.lua formats them):
 --   seed=S tasks=N kinds=K
---   KIND: skipped (module not present: MODULE)     for absent modules
 --   start     tasks= handles= resources= fds= heap= rss= rss_trim= lua=
 --   warm-up W (after each warm-up storm of the same size) the same fields
 --   baseline  (the last warm-up's counts, the warm-ups' largest memory)
@@ -54,7 +53,7 @@ local function crunch(n)
   return s
 end
 
--- Each kind: name, optional `needs` (a module), optional `weight` (share of
+-- Each kind: name, optional `weight` (share of
 -- the tasks, default 1), `setup(ctx)` (shared objects, once per storm),
 -- `body(ctx)` (the task: parks in the kind's await), `teardown(ctx)`, and
 -- `serve(ctx)`: one uncancelled run that must succeed afterwards.
@@ -415,7 +414,6 @@ local KINDS = {
   },
   {
     name = "stream",
-    needs = "streams",
     setup = function(ctx)
       -- a server that accepts and never reads nor writes: reads wait for
       -- data, writes of 1 MiB wait for the peer to drain
@@ -441,7 +439,6 @@ local KINDS = {
   },
   {
     name = "subprocess",
-    needs = "subprocess",
     weight = 0.02,
     body = function()
       local p = lunio.subprocess.exec({ "sleep", "10" })
@@ -539,18 +536,9 @@ lunio.run(function()
   local loop = lunio.get_running_loop()
   local reports = {}
   lunio.set_exception_handler(function(c) reports[#reports + 1] = c end)
-  local present = {}
   S.line(("seed=%d tasks=%d"):format(SEED, N))
-  local only = os.getenv("STORM_KINDS") -- e.g. "lock,http": only those
-  S.cases(KINDS, function(k)
-    if only and not ("," .. only .. ","):find("," .. k.name .. ",", 1, true) then
-      return
-    elseif k.name == "http" and not BASE then
-      S.line("http: skipped (no HTTP_BASE argument)")
-    else
-      present[#present + 1] = k
-    end
-  end)
+  -- STORM_KINDS="lock,http": only those
+  local present = S.pick(KINDS, os.getenv("STORM_KINDS"), BASE)
 
   -- Warm-up: storms of the same size first. libcurl, the thread pools and
   -- the signal machinery make their one-time allocations, and the loop and

@@ -1,4 +1,4 @@
--- Load (needs lunio's streams): N concurrent TCP connections to one lunio
+-- Load: N concurrent TCP connections to one lunio
 -- echo server, each sending M messages and reading each echo back
 -- (spec/stress_load_spec.lua runs it with a raised `ulimit -n`; the
 -- streams branch's spec/stream_stress_spec.lua is the full version):
