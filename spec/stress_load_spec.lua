@@ -99,7 +99,7 @@ local CASES = {
         { CONNECTIONS, 20 }, { nofile = 20000, timeout = 300 })
       assert.are.equal(0, code, text)
       assert.are.equal("ok", lines[#lines])
-      local start, after = find(lines, "start "), find(lines, "done ")
+      local start, after = find(lines, "start "), find(lines, "round ")
       assert.are.equal(CONNECTIONS, field(after, "peak_open"))
       for _, k in ipairs({ "tasks", "fds" }) do
         assert.are.equal(field(start, k), field(after, k), k)
