@@ -49,9 +49,7 @@ end
 
 local is_callable = util.is_callable
 
-local function argerror(n, fname, msg, level)
-  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), (level or 2) + 1)
-end
+local argerror = util.arg_error
 
 -- A Task or Future as is; a callable spawned as a new Task.
 local function to_awaitable(v, n, fname)

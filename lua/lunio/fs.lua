@@ -8,6 +8,7 @@
 -- adds what reads better in Lua (mkdir with parents, File:lines) and the
 -- documentation. Reference and guide: docs/fs.md.
 local core = require "lunio.core"
+local arg_error = require("lunio.util").arg_error
 
 local cfs = core.fs
 local File = cfs.File -- the methods of lunio.File (made in C)
@@ -47,10 +48,6 @@ local fs = {}
 ---@field atime number seconds since the epoch
 ---@field mtime number seconds since the epoch
 ---@field ctime number seconds since the epoch
-
-local function arg_error(n, fname, msg)
-  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
-end
 
 local function check_opts(opts, n, fname)
   if opts ~= nil and type(opts) ~= "table" then

@@ -20,15 +20,8 @@ local util = require "lunio.util"
 local is_callable = util.is_callable
 local run_in_place = util.run_in_place
 
-local function arg_error(n, fname, msg)
-  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
-end
+local arg_error = util.arg_error
 
----Runs `fn(...)` as the main task of the default loop and returns its
----results. Inside the `lunio` command's main task, calls `fn(...)` in
----place. See docs/reference.md "Running".
----@param fn function|table a callable
----@return any ...
 local function is_cancelled(err)
   return core.is_error(err, "cancelled")
 end
@@ -44,6 +37,11 @@ local function finish_in_place(loop, ok, ...)
   error(err, 0)
 end
 
+---Runs `fn(...)` as the main task of the default loop and returns its
+---results. Inside the `lunio` command's main task, calls `fn(...)` in
+---place. See docs/reference.md "Running".
+---@param fn function|table a callable
+---@return any ...
 function lunio.run(fn, ...)
   if not is_callable(fn) then
     arg_error(1, "run", "callable expected, got " .. type(fn))

@@ -93,9 +93,7 @@ C.resolve = C.resolve or getaddrinfo
 -- ---------------------------------------------------------------------------
 -- argument checks
 
-local function arg_error(n, fname, msg)
-  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
-end
+local arg_error = util.arg_error
 
 local function check_host(host, n, fname, optional)
   if host == nil and optional then return nil end
@@ -140,7 +138,7 @@ local EMPTY = {}
 -- The options each function knows, and how to check each.
 local function positive_integer(v) return math_type(v) == "integer" and v > 0 end
 local function size(v) return math_type(v) == "integer" and v >= 0 end
-local function seconds(v) return type(v) == "number" and v == v and v >= 0 end
+local seconds = util.is_seconds
 local checks = {
   limit = { positive_integer, "a positive integer" },
   write_high_water = { size, "an integer >= 0" },
@@ -184,15 +182,9 @@ local UDP_OPTS = { max_datagram = true }
 
 -- Runs fn(...) under a timeout scope of `secs` (nil: none); a timeout is
 -- raised as kind "timeout" naming `what`.
-local timeout_scope
 local function with_timeout(secs, what, fn, ...)
   if secs == nil then return fn(...) end
-  timeout_scope = timeout_scope or require("lunio.combinators").timeout
-  local function scoped(...)
-    local _ <close> = timeout_scope(secs)
-    return fn(...)
-  end
-  local ok, res = pcall(scoped, ...)
+  local ok, res = pcall(util.within, secs, fn, ...)
   if ok then return res end
   if is_error(res, "timeout") then
     res.message = ("%s timed out after %g s"):format(what, secs)

@@ -105,7 +105,7 @@ end
 
 local STDIO = { inherit = true, pipe = true, null = true }
 
-local function seconds(v) return type(v) == "number" and v == v and v >= 0 end
+local seconds = util.is_seconds
 
 local checks = {
   cwd = function(v)
@@ -293,6 +293,12 @@ local function feed(stream, input)
   end
 end
 
+-- What communicate gathered in sink: stdout and stderr as strings, each
+-- nil when that stream is not a pipe.
+local function outputs(p, sink)
+  return p.stdout and concat(sink.stdout) or nil, p.stderr and concat(sink.stderr) or nil
+end
+
 -- The body of communicate and run: feeds stdin, reads stdout and stderr
 -- into sink.stdout / sink.stderr (lists of chunks), all at once, then
 -- waits for the exit. Any failure (a cancellation, a read error) stops
@@ -410,8 +416,8 @@ function Process:communicate(input)
   self._communicated = true
   local sink = { stdout = {}, stderr = {} }
   local code, sig = communicate(self, input, sink)
-  return self.stdout and concat(sink.stdout) or nil,
-    self.stderr and concat(sink.stderr) or nil, code, sig
+  local out, err = outputs(self, sink)
+  return out, err, code, sig
 end
 
 ---Closes the pipes and, if the child still runs, stops it (SIGTERM,
@@ -474,19 +480,8 @@ function M.exec(argv, opts)
   return start_checked(list, opts)
 end
 
-local timeout_scope
-
--- communicate under a timeout scope of `secs` (nil: none).
-local function communicate_within(p, input, sink, secs)
-  if secs == nil then return communicate(p, input, sink) end
-  timeout_scope = timeout_scope or require("lunio.combinators").timeout
-  local _ <close> = timeout_scope(secs)
-  return communicate(p, input, sink)
-end
-
 local function finish_run(p, opts, sink, ok, code, sig)
-  local out = p.stdout and concat(sink.stdout) or nil
-  local err = p.stderr and concat(sink.stderr) or nil
+  local out, err = outputs(p, sink)
   p:close()
   if not ok then
     local e = code
@@ -535,7 +530,7 @@ function M.run(argv, opts)
   p._communicated = true
   local sink = { stdout = {}, stderr = {} }
   return finish_run(p, opts, sink,
-    pcall(communicate_within, p, opts.input, sink, opts.timeout))
+    pcall(util.within, opts.timeout, communicate, p, opts.input, sink))
 end
 
 ---A copy of this process's environment (name -> value), for extending it:

@@ -20,6 +20,35 @@ function util.is_callable(v)
   return type(mt) == "table" and mt.__call ~= nil
 end
 
+---Raises "bad argument #n to 'fname' (msg)" at `level` as seen from the
+---caller of arg_error (default 2: the caller of the function that checks).
+---@param n integer
+---@param fname string
+---@param msg string
+---@param level? integer
+function util.arg_error(n, fname, msg, level)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), (level or 2) + 1)
+end
+
+---True for a number of seconds: not NaN, >= 0.
+---@param v any
+---@return boolean
+function util.is_seconds(v)
+  return type(v) == "number" and v == v and v >= 0
+end
+
+local timeout_scope -- lunio.combinators.timeout (which requires this module)
+
+---`fn(...)` under a timeout scope of `secs` seconds (nil: no scope); a
+---timeout raises kind "timeout" from the scope.
+---@async
+function util.within(secs, fn, ...)
+  if secs == nil then return fn(...) end
+  timeout_scope = timeout_scope or require("lunio.combinators").timeout
+  local _ <close> = timeout_scope(secs)
+  return fn(...)
+end
+
 ---The running task; raises, naming `fname`, outside tasks. `level` is the
 ---error level as seen from the caller of running_task (default: its caller).
 ---@param fname string
