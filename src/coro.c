@@ -43,7 +43,8 @@ static int is_refusal(lua_State *L, lua_State *co) {
  * parked for (when the task's own resume comes down to it), whose token
  * goes along so that co's continuation accepts the resume. */
 static int resume_inner(lua_State *L, lua_State *co, int n, lunio_task *owner) {
-  lunio_task *t = lunio__task_of(L);
+  /* with an owner, L runs for it (lunio__resume_ok checked that) */
+  lunio_task *t = owner != NULL ? owner : lunio__task_of(L);
   lunio_loop *loop = t != NULL ? t->loop : NULL;
   lua_State *prev_co = NULL;
   unsigned prev_yieldable = 0;

@@ -368,6 +368,10 @@ static const char *fs_op_name(uv_fs_type type) {
     return "rename";
   case UV_FS_COPYFILE:
     return "copyfile";
+  case UV_FS_FSTAT:
+    return "stat";
+  case UV_FS_FSYNC:
+    return "sync";
   default:
     return "fs";
   }
@@ -1017,14 +1021,15 @@ static int file_write(lua_State *L) {
 /* The end of file:stat() and file:sync(), told apart by the request's
  * type. The frame is [file]; ctx is the request. */
 static int file_simple_k(lua_State *L, int status, lua_KContext ctx) {
-  fs_result res = {push_nothing, (fs_req *)ctx, 0, "sync", NULL, NULL};
+  fs_result res = {push_nothing, (fs_req *)ctx, 0, NULL, NULL, NULL};
+  uv_fs_type type;
   (void)status;
   res.status = lunio__req_resumed(L, &res.fr->r);
+  type = res.fr->r.u.fs.fs_type;
   res.path = res.fr->file->path;
-  if (res.fr->r.u.fs.fs_type == UV_FS_FSTAT) {
+  res.op = fs_op_name(type);
+  if (type == UV_FS_FSTAT)
     res.push = push_statbuf;
-    res.op = "stat";
-  }
   return fs_finish(L, &res);
 }
 
@@ -1078,8 +1083,7 @@ static int file_close(lua_State *L) {
   if (f->inflight > 0)
     return 0; /* the last request closes it */
   f->fd = -1;
-  if (t == NULL || t->loop != f->loop || !lua_isyieldable(L) ||
-      !t->loop->chain_yieldable) {
+  if (!LUNIO_CAN_WAIT(L, t) || t->loop != f->loop) {
     close_now(fd);
     return 0;
   }

@@ -33,9 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
-
-#include "internal.h"
+#include "http_multi.h"
 
 #define SESSION_MT "lunio.HttpSession"
 #define XFER_MT "lunio.HttpTransfer"
@@ -91,7 +89,6 @@ struct sess {
   lunio_curlm m;      /* the multi handle on the loop (http_multi.c) */
   lunio_resource res; /* registered with the loop while open */
   http_loop *hl;
-  lunio_loop *loop;
   sess_ud *ud; /* NULL once the userdata was collected */
   CURLSH *share;
   xfer *active;   /* transfers whose easy handle is in the multi */
@@ -267,23 +264,21 @@ static void slot_reset(easy_slot *slot) {
  * the free list has it (*configured set, x takes back its header list),
  * else a reset one (*fresh when new). */
 static CURL *easy_get(sess *s, xfer *x, int *fresh, int *configured) {
-  int i;
+  int i, match = -1;
   easy_slot slot;
   *fresh = *configured = 0;
   if (s->nfree == 0) {
     *fresh = 1;
     return curl_easy_init();
   }
-  i = s->nfree - 1;
   if (x->tmpl != 0)
-    for (; i >= 0; i--)
+    for (i = s->nfree - 1; i >= 0 && match < 0; i--)
       if (s->free_easy[i].tmpl == x->tmpl && s->free_easy[i].https == x->https)
-        break;
-  if (i < 0)
-    i = s->nfree - 1;
+        match = i;
+  i = match >= 0 ? match : s->nfree - 1;
   slot = s->free_easy[i];
   s->free_easy[i] = s->free_easy[--s->nfree];
-  if (x->tmpl != 0 && slot.tmpl == x->tmpl && slot.https == x->https) {
+  if (match >= 0) {
     *configured = 1;
     x->hdrs = slot.hdrs;
     x->follow = slot.follow;
@@ -525,7 +520,7 @@ static int on_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow,
 
 static void sess_shutdown(sess *s);
 
-#define SESS(m) ((sess *)(void *)(m)) /* m is the first member */
+#define SESS(m) container_of(m, sess, m)
 
 /* A transfer finished: record it and wake its task. */
 static void sess_done(lunio_curlm *m, CURL *e, CURLcode rc) {
@@ -570,7 +565,7 @@ static void sess_teardown(sess *s, int wake_tasks);
 /* The loop closes: abort the transfers (their tasks were settled already)
  * and free the curl state. */
 static void sess_resource_close(lunio_resource *r) {
-  sess *s = (sess *)(void *)((char *)r - offsetof(sess, res));
+  sess *s = container_of(r, sess, res);
   s->m.depth = 0;
   sess_teardown(s, 0);
 }
@@ -595,7 +590,6 @@ static sess *sess_new(lunio_loop *loop, sess_ud *u) {
     return NULL;
   }
   s->hl = hl;
-  s->loop = loop;
   s->ud = u;
   {
     const char *v = getenv("LUNIO_CURL_VERBOSE");
@@ -686,7 +680,7 @@ static sess *session_bind(lua_State *L, sess_ud *u, lunio_loop *loop) {
     u->s = sess_new(loop, u);
     if (u->s == NULL)
       luaL_error(L, "cannot create an HTTP session: out of memory");
-  } else if (u->s->loop != loop)
+  } else if (u->s->m.loop != loop)
     lunio__error_raise(L, "invalid_state",
                        "the HTTP session belongs to another loop");
   return u->s;
@@ -1074,8 +1068,6 @@ static long ms_of(double seconds) {
   return (long)ms;
 }
 
-/* Applies the spec table to a fresh easy handle. On bad input it pushes
- * the error value and returns 1, so the caller can undo before raising. */
 /* What differs between two requests of one template: the URL and the
  * transfer the callbacks see. */
 static void setup_transfer(xfer *x) {
@@ -1088,6 +1080,8 @@ static void setup_transfer(xfer *x) {
   curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
 }
 
+/* Applies the spec table to a fresh easy handle. On bad input it pushes
+ * the error value and returns 1, so the caller can undo before raising. */
 static int setup_easy(lua_State *L, sess *s, xfer *x, int spec, int fresh) {
   CURL *e = x->easy;
   const char *url, *method, *body, *str;
@@ -1120,7 +1114,7 @@ static int setup_easy(lua_State *L, sess *s, xfer *x, int spec, int fresh) {
   curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
   /* Wait for a connection being set up that may multiplex (h2 by ALPN)
    * rather than open another; plain HTTP/1.1 cannot multiplex. */
-  if (strncasecmp(url, "https:", 6) == 0)
+  if (x->https)
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
   if (s->verbose)
     curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
@@ -1337,9 +1331,7 @@ static int read_wait(lua_State *L, xfer *x) {
   if (avail > 0) {
     size_t take = n > 0 && (size_t)n < avail ? (size_t)n : avail;
     lua_pushlstring(L, x->body.p + x->body.off, take);
-    x->body.off += take;
-    if (x->body.off == x->body.len)
-      x->body.off = x->body.len = 0;
+    lunio__buf_consume(&x->body, take, NULL);
     maybe_unpause(x);
     return 1;
   }

@@ -23,7 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "http_multi.h"
 
 struct lunio_curlm_poll {
   uv_poll_t h;

@@ -44,6 +44,10 @@
 /* Most values lunio__wake may hand to a task (nwake is 16 bits). */
 #define LUNIO_MAX_WAKE 0xfff0
 
+/* The struct of `type` whose member `field` is at p. */
+#define container_of(p, type, field)                                           \
+  ((type *)(void *)((char *)(p)-offsetof(type, field)))
+
 typedef struct lunio_loop lunio_loop;
 typedef struct lunio_task lunio_task;
 typedef struct lunio_resource lunio_resource;
@@ -398,6 +402,11 @@ int lunio__resumed_failed(lua_State *L, lunio_task *t);
 lunio_task *lunio__task_of(lua_State *L);
 /* lunio__task_of with the running loop already known (NULL: none). */
 lunio_task *lunio__task_of_running(lua_State *L, lunio_loop *running);
+/* Whether task t (from lunio__task_of*) may park from L: every coroutine
+ * between L and the scheduler can yield (not inside table.sort, a
+ * message handler, __gc ...). */
+#define LUNIO_CAN_WAIT(L, t)                                                   \
+  ((t) != NULL && lua_isyieldable(L) && (t)->loop->chain_yieldable)
 /* lunio__task_of, raising a clear error when L is not in a task or
  * cannot yield here (inside a C call such as table.sort). */
 lunio_task *lunio__check_in_task(lua_State *L, const char *fname);
@@ -620,50 +629,7 @@ void lunio__open_coroutine(lua_State *L); /* pushes the lunio.coroutine table */
 
 /* ---- modules --------------------------------------------------------- */
 
-/* ---- http_multi.c: a curl multi handle driven by libuv ------------------ */
-
-#include <curl/curl.h>
-
-typedef struct lunio_curlm lunio_curlm;
-
-/* The owner's side of a lunio_curlm (http.c's session). None runs Lua. */
-typedef struct lunio_curlm_ops {
-  /* A transfer finished (a CURLMSG_DONE for easy, with its result). */
-  void (*done)(lunio_curlm *m, CURL *easy, CURLcode rc);
-  /* The end of a round of socket_action and done calls. */
-  void (*after)(lunio_curlm *m);
-  /* The last uv handle closed after lunio__curlm_close: free the owner. */
-  void (*freed)(lunio_curlm *m);
-  /* close_pending was set inside a callback that has now returned. */
-  void (*close_due)(lunio_curlm *m);
-} lunio_curlm_ops;
-
-struct lunio_curlm {
-  const lunio_curlm_ops *ops;
-  lunio_loop *loop;
-  CURLM *multi;
-  uv_timer_t timer;              /* curl's timeout */
-  uv_idle_t kick;                /* curl asked for a 0 ms timeout */
-  struct lunio_curlm_poll **fds; /* fd -> its uv_poll_t context */
-  int nfds;
-  int open_handles; /* uv handles whose close callback has not run */
-  int depth;        /* nesting of the engine's uv callbacks */
-  int close_pending, shut;
-};
-
-/* Make m's multi handle and uv handles (unreferenced); 0 or UV_ENOMEM. */
-int lunio__curlm_init(lunio_curlm *m, lunio_loop *loop,
-                      const lunio_curlm_ops *ops);
-/* Reference the uv handles (transfers active: keep the loop alive) or not. */
-void lunio__curlm_ref(lunio_curlm *m, int on);
-/* Clean the multi handle (its easy handles removed first) and close the uv
- * handles; ops->freed runs after the last close callback. Idempotent. */
-void lunio__curlm_close(lunio_curlm *m);
-/* The sockets being watched (for statistics). */
-int lunio__curlm_sockets(const lunio_curlm *m);
-/* CURLOPT_CLOSESOCKETFUNCTION with CLOSESOCKETDATA = the lunio_curlm. */
-int lunio__curlm_closesocket(void *m, curl_socket_t fd);
-
+/* http.c over http_multi.c (http_multi.h: the only files that see curl) */
 void lunio__open_http(lua_State *L); /* pushes the core http table */
 void lunio__open_dns(lua_State *L);  /* adds getaddrinfo/getnameinfo */
 

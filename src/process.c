@@ -44,9 +44,6 @@
 
 #define PROCESS_MT "lunio.ProcessHandle"
 
-#define container_of(p, type, field)                                           \
-  ((type *)(void *)((char *)(p)-offsetof(type, field)))
-
 typedef struct proc {
   lunio_resource res; /* registered from spawn until the child is reaped */
   uv_process_t h;
@@ -438,8 +435,7 @@ static int process_signum(lua_State *L) {
  * handler, table.sort's comparator ...). */
 static int process_can_wait(lua_State *L) {
   lunio_task *t = lunio__task_of(L);
-  lua_pushboolean(L, t != NULL && lua_isyieldable(L) &&
-                         t->loop->chain_yieldable && !t->loop->closing);
+  lua_pushboolean(L, LUNIO_CAN_WAIT(L, t) && !t->loop->closing);
   return 1;
 }
 

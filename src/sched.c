@@ -1034,6 +1034,10 @@ static void resume(lua_State *L, lunio_loop *loop, lua_State *co, int nargs,
   loop->running_co = co;
   loop->chain_yieldable = 1;
   if (resumed != NULL) { /* the await's continuation checks this token */
+    /* a slot for it: the yield and the wake values may have filled the
+     * parked frame (lunio__wake with n == 0 may not grow a stack) */
+    if (!lua_checkstack(co, 1))
+      luaL_error(L, "stack overflow resuming a task");
     lua_pushlightuserdata(co, resumed);
     nargs++;
   }
@@ -1330,7 +1334,7 @@ lunio_task *lunio__check_in_task_of(lua_State *L, lunio_loop *running,
     /* Every coroutine between L and the scheduler must be able to yield:
      * an await inside a lunio.coroutine resumed from table.sort's
      * comparator would park the task and then fail to yield it. */
-    if (!lua_isyieldable(L) || !t->loop->chain_yieldable)
+    if (!LUNIO_CAN_WAIT(L, t))
       luaL_error(L,
                  "'%s' cannot wait here: the task is inside a C function "
                  "that does not allow yields (such as table.sort, a "

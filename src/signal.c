@@ -86,15 +86,21 @@ typedef struct sighandler {
 
 /* ---- names -------------------------------------------------------------- */
 
+/* The slot in signal_names of the signal called name, or -1. */
+static int signal_slot(const char *name) {
+  int i;
+  for (i = 0; i < (int)NSIGNALS; i++)
+    if (strcmp(name, signal_names[i].name) == 0)
+      return i;
+  return -1;
+}
+
 /* The slot of the signal named at arg; raises a bad argument for unknown
  * names and for signals that cannot be watched. */
 static int check_signal(lua_State *L, int arg) {
   const char *name = luaL_checkstring(L, arg);
-  size_t i;
-  for (i = 0; i < NSIGNALS; i++)
-    if (strcmp(name, signal_names[i].name) == 0)
-      break;
-  if (i == NSIGNALS)
+  int i = signal_slot(name);
+  if (i < 0)
     return luaL_argerror(
         L, arg,
         lua_pushfstring(L, "unknown signal '%s' (names look like 'SIGTERM')",
@@ -113,17 +119,14 @@ static int check_signal(lua_State *L, int arg) {
         L, arg,
         lua_pushfstring(L, "%s reports a fault and cannot be watched", name));
   default:
-    return (int)i;
+    return i;
   }
 }
 
 /* For process.c: the one table of names, both ways. */
 int lunio__signal_number(const char *name) {
-  size_t i;
-  for (i = 0; i < NSIGNALS; i++)
-    if (strcmp(name, signal_names[i].name) == 0)
-      return signal_names[i].num;
-  return 0;
+  int i = signal_slot(name);
+  return i < 0 ? 0 : signal_names[i].num;
 }
 
 void lunio__push_signal_name(lua_State *L, int signum) {
@@ -274,7 +277,7 @@ static void push_handlers(lua_State *L, sigwatch *w) {
  * each running fn(name). */
 static void dispatch_handlers(lua_State *L, lunio_loop *loop,
                               lunio_deferred *d) {
-  sigwatch *w = (sigwatch *)((char *)d - offsetof(sigwatch, dispatch));
+  sigwatch *w = container_of(d, sigwatch, dispatch);
   int top = lua_gettop(L), list, i, n;
   unsigned k, deliveries = w->pending;
   w->pending = 0;

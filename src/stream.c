@@ -71,9 +71,6 @@
 #define UDP_RECV_MAX_BYTES ((size_t)1 << 20)
 #define UDP_SEND_MAX_BYTES ((size_t)1 << 20)
 
-#define container_of(p, type, field)                                           \
-  ((type *)(void *)((char *)(p)-offsetof(type, field)))
-
 /* ---- per-loop state ---------------------------------------------------- */
 
 typedef struct stream_loop {
@@ -565,10 +562,9 @@ static stream *check_open(lua_State *L, stream_ud *ud) {
  * when the object belongs to another loop. */
 static lunio_task *current_task(lua_State *L, lunio_loop *loop,
                                 const char *fname) {
-  lunio_task *t = loop->current;
-  if (t != NULL && loop->running_co == L && loop->chain_yieldable &&
-      lua_isyieldable(L))
-    return t;
+  lunio_task *t;
+  if (lunio__task_of_running(L, loop) != NULL) /* the common case */
+    return lunio__check_in_task_of(L, loop, fname);
   t = lunio__check_in_task(L, fname);
   if (t->loop != loop)
     lunio__error_raise(L, "invalid_state",
@@ -1843,7 +1839,7 @@ static int udp_recv_wait(lua_State *L) {
       return lunio__uv_error_raise(L, rc, "recv");
     u->receiving = u->started = 1;
   }
-  t = lunio__check_in_task(L, "recv");
+  t = current_task(L, u->loop, "recv");
   u->reader = t;
   u->read_busy = t;
   return lunio__park_c(L, t, udp_reader_on_cancel, u, 0, udp_recv_k);
