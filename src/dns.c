@@ -34,22 +34,33 @@ static const char *family_name(int family) {
   return family == AF_INET6 ? "inet6" : family == AF_INET ? "inet" : "unix";
 }
 
-/* Pushes address and port of sa as a string and an integer. */
-static void push_sockaddr(lua_State *L, const struct sockaddr *sa) {
+int lunio__parse_ip(const char *ip, int port, struct sockaddr_storage *ss) {
+  memset(ss, 0, sizeof *ss);
+  if (uv_ip4_addr(ip, port, (struct sockaddr_in *)ss) == 0)
+    return 0;
+  if (uv_ip6_addr(ip, port, (struct sockaddr_in6 *)ss) == 0)
+    return 0;
+  return UV_EINVAL;
+}
+
+int lunio__push_sockaddr(lua_State *L, const struct sockaddr *sa) {
   char ip[INET6_ADDRSTRLEN];
-  int port = 0;
   ip[0] = '\0';
   if (sa->sa_family == AF_INET6) {
     const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
     uv_ip6_name(in6, ip, sizeof ip);
-    port = ntohs(in6->sin6_port);
+    lua_pushstring(L, ip);
+    lua_pushinteger(L, ntohs(in6->sin6_port));
   } else if (sa->sa_family == AF_INET) {
     const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
     uv_ip4_name(in, ip, sizeof ip);
-    port = ntohs(in->sin_port);
+    lua_pushstring(L, ip);
+    lua_pushinteger(L, ntohs(in->sin_port));
+  } else {
+    lua_pushnil(L);
+    lua_pushnil(L);
   }
-  lua_pushstring(L, ip);
-  lua_pushinteger(L, port);
+  return 2;
 }
 
 /* The frame is [host, port, family, socktype]; ctx is the request. */
@@ -72,7 +83,7 @@ static int gai_k(lua_State *L, int status, lua_KContext ctx) {
     if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
       continue;
     lua_createtable(L, 0, 3);
-    push_sockaddr(L, ai->ai_addr);
+    lunio__push_sockaddr(L, ai->ai_addr);
     lua_setfield(L, -3, "port");
     lua_setfield(L, -2, "address");
     lua_pushstring(L, family_name(ai->ai_family));
@@ -166,9 +177,7 @@ static int dns_getnameinfo(lua_State *L) {
   lunio_req *r;
   int rc;
   luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
-  memset(&ss, 0, sizeof ss);
-  if (uv_ip4_addr(addr, (int)port, (struct sockaddr_in *)&ss) != 0 &&
-      uv_ip6_addr(addr, (int)port, (struct sockaddr_in6 *)&ss) != 0)
+  if (lunio__parse_ip(addr, (int)port, &ss) != 0)
     return luaL_argerror(L, 1, "not an IPv4 or IPv6 address");
   t = lunio__check_in_task(L, "getnameinfo");
   lua_settop(L, 2);

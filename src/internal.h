@@ -632,6 +632,12 @@ void lunio__open_coroutine(lua_State *L); /* pushes the lunio.coroutine table */
 /* http.c over http_multi.c (http_multi.h: the only files that see curl) */
 void lunio__open_http(lua_State *L); /* pushes the core http table */
 void lunio__open_dns(lua_State *L);  /* adds getaddrinfo/getnameinfo */
+/* dns.c: parses a numeric IPv4 or IPv6 address with port into ss; 0, or
+ * UV_EINVAL. */
+int lunio__parse_ip(const char *ip, int port, struct sockaddr_storage *ss);
+/* dns.c: pushes the address (string) and port of an inet or inet6 sa, or
+ * nil, nil for another family; returns 2. */
+int lunio__push_sockaddr(lua_State *L, const struct sockaddr *sa);
 
 /* ---- modules: files, threads, signals (issue 11) ---------------------- */
 

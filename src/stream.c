@@ -133,37 +133,6 @@ static void sigpipe_release(void) {
 
 /* ---- addresses --------------------------------------------------------- */
 
-/* Parses a numeric IPv4 or IPv6 address; 0, or UV_EINVAL. */
-static int parse_ip(const char *ip, int port, struct sockaddr_storage *ss) {
-  memset(ss, 0, sizeof *ss);
-  if (uv_ip4_addr(ip, port, (struct sockaddr_in *)ss) == 0)
-    return 0;
-  if (uv_ip6_addr(ip, port, (struct sockaddr_in6 *)ss) == 0)
-    return 0;
-  return UV_EINVAL;
-}
-
-/* Pushes host and port of an inet address (2 values). */
-static int push_sockaddr(lua_State *L, const struct sockaddr_storage *ss) {
-  char ip[INET6_ADDRSTRLEN];
-  ip[0] = '\0';
-  if (ss->ss_family == AF_INET6) {
-    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
-    uv_ip6_name(in6, ip, sizeof ip);
-    lua_pushstring(L, ip);
-    lua_pushinteger(L, ntohs(in6->sin6_port));
-  } else if (ss->ss_family == AF_INET) {
-    const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
-    uv_ip4_name(in, ip, sizeof ip);
-    lua_pushstring(L, ip);
-    lua_pushinteger(L, ntohs(in->sin_port));
-  } else {
-    lua_pushnil(L);
-    lua_pushnil(L);
-  }
-  return 2;
-}
-
 /* Checks argument arg as a port (0 allowed when zero_ok). */
 static int check_port(lua_State *L, int arg, int zero_ok) {
   lua_Integer port = luaL_checkinteger(L, arg);
@@ -177,7 +146,7 @@ static void check_ip(lua_State *L, int arg, int port,
                      struct sockaddr_storage *ss) {
   size_t len;
   const char *ip = luaL_checklstring(L, arg, &len);
-  if (strlen(ip) != len || parse_ip(ip, port, ss) != 0)
+  if (strlen(ip) != len || lunio__parse_ip(ip, port, ss) != 0)
     luaL_argerror(L, arg, "not an IPv4 or IPv6 address");
 }
 
@@ -1073,7 +1042,7 @@ static int stream_name(lua_State *L, int peer) {
             : uv_tcp_getsockname(&s->u.tcp, (struct sockaddr *)&ss, &len);
   if (rc < 0)
     return lunio__uv_error_raise(L, rc, peer ? "peername" : "sockname");
-  return push_sockaddr(L, &ss);
+  return lunio__push_sockaddr(L, (const struct sockaddr *)&ss);
 }
 
 /* stream:peername() -> host, port (Unix sockets: path, nil) */
@@ -1541,7 +1510,7 @@ static int listener_sockname(lua_State *L) {
   rc = uv_tcp_getsockname(&l->u.tcp, (struct sockaddr *)&ss, &len);
   if (rc < 0)
     return lunio__uv_error_raise(L, rc, "sockname");
-  return push_sockaddr(L, &ss);
+  return lunio__push_sockaddr(L, (const struct sockaddr *)&ss);
 }
 
 /* listener:stats() -> connections accepted, accept errors (EMFILE ...) */
@@ -1817,14 +1786,14 @@ static int udp_recv_wait(lua_State *L) {
                        (int)u->max_dgram);
       lua_pushlstring(L, d->data, d->len);
       lua_setfield(L, -2, "partial");
-      push_sockaddr(L, &d->from);
+      lunio__push_sockaddr(L, (const struct sockaddr *)&d->from);
       lua_setfield(L, -3, "port");
       lua_setfield(L, -2, "host");
       free(d);
       return lua_error(L);
     }
     lua_pushlstring(L, d->data, d->len);
-    push_sockaddr(L, &d->from);
+    lunio__push_sockaddr(L, (const struct sockaddr *)&d->from);
     free(d);
     return 3;
   }
@@ -1871,7 +1840,7 @@ static int udp_sockname(lua_State *L) {
   int rc = uv_udp_getsockname(&u->h, (struct sockaddr *)&ss, &len);
   if (rc < 0)
     return lunio__uv_error_raise(L, rc, "sockname");
-  return push_sockaddr(L, &ss);
+  return lunio__push_sockaddr(L, (const struct sockaddr *)&ss);
 }
 
 static int udp_lua_close(lua_State *L) {
@@ -1900,7 +1869,7 @@ static int stream_is_ip(lua_State *L) {
   struct sockaddr_storage ss;
   size_t len;
   const char *s = lua_tolstring(L, 1, &len);
-  if (s == NULL || strlen(s) != len || parse_ip(s, 0, &ss) != 0)
+  if (s == NULL || strlen(s) != len || lunio__parse_ip(s, 0, &ss) != 0)
     lua_pushnil(L);
   else
     lua_pushstring(L, ss.ss_family == AF_INET6 ? "inet6" : "inet");
