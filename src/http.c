@@ -901,22 +901,8 @@ static int xfer_close(lua_State *L) {
 
 static double usec(curl_off_t v) { return (double)v / 1e6; }
 
-static void push_timings(lua_State *L, xfer *x) {
-  lua_createtable(L, 0, 5);
-  lua_pushnumber(L, usec(x->times[0]));
-  lua_setfield(L, -2, "dns");
-  lua_pushnumber(L, usec(x->times[1]));
-  lua_setfield(L, -2, "connect");
-  lua_pushnumber(L, usec(x->times[2]));
-  lua_setfield(L, -2, "tls");
-  lua_pushnumber(L, usec(x->times[3]));
-  lua_setfield(L, -2, "ttfb");
-  lua_pushnumber(L, usec(x->times[4]));
-  lua_setfield(L, -2, "total");
-}
-
 /* The timings as five native doubles in one string (dns, connect, tls,
- * ttfb, total): http.lua unpacks them when Response.timings is read. */
+ * ttfb, total): http.lua unpacks them when they are read. */
 static void push_timings_raw(lua_State *L, xfer *x) {
   double t[5];
   int i;
@@ -1370,13 +1356,13 @@ static int http_read(lua_State *L) {
   return read_wait(L, x);
 }
 
-/* transfer_info(transfer) -> timings, bytes received on the wire, done,
- * bytes buffered for the reader, paused */
+/* transfer_info(transfer) -> timings (packed as in Response._times), bytes
+ * received on the wire, done, bytes buffered for the reader, paused */
 static int http_transfer_info(lua_State *L) {
   xfer *x = check_xfer(L, 1);
   if (x->state == X_RUNNING)
     collect_info(x);
-  push_timings(L, x);
+  push_timings_raw(L, x);
   lua_pushinteger(L, (lua_Integer)x->dlnow);
   lua_pushboolean(L, x->state == X_DONE);
   lua_pushinteger(L, (lua_Integer)lunio__buf_avail(&x->body));

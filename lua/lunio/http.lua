@@ -157,25 +157,10 @@ local function parse_header_block(raw)
 end
 M._parse_header_block = parse_header_block
 
--- A Headers object over a header block (parsed on first use) or a flat
--- list of names and values.
----@param src string|string[]
----@return lunio.http.Headers
-local function new_headers(src)
-  if type(src) == "string" then
-    return setmetatable({ _raw = src }, HeadersMT)
-  end
-  return setmetatable({ _flat = src or {} }, HeadersMT)
-end
-
--- The flat list of a Headers object, parsing its block the first time.
+-- The flat list {name, value, ...} of a Headers object. rawget: a
+-- missing field must not go through __index (which looks headers up).
 local function flat_of(self)
-  local f = rawget(self, "_flat")
-  if f == nil then
-    f = parse_header_block(rawget(self, "_raw") or "")
-    self._flat = f
-  end
-  return f
+  return rawget(self, "_flat")
 end
 
 -- name:lower() -> list of values, built on first use. rawget: a missing
@@ -293,19 +278,26 @@ local Response = {}
 Response.__name = "lunio.http.Response"
 M.Response = Response
 
+-- The timings the C side packs as five doubles (dns, connect, tls, ttfb,
+-- total), as a table.
+local function unpack_timings(raw)
+  local dns, connect, tls, ttfb, total = string.unpack("ddddd", raw)
+  return { dns = dns, connect = connect, tls = tls, ttfb = ttfb, total = total }
+end
+
 -- Fields computed when first read, from what the C side left raw (_head:
 -- the header block, _times: five doubles): most callers never read them.
 local LAZY = {
-  headers = function(self) return new_headers(rawget(self, "_head") or "") end,
+  headers = function(self)
+    return setmetatable({ _flat = parse_header_block(rawget(self, "_head") or "") }, HeadersMT)
+  end,
   reason = function(self)
     local line = (rawget(self, "_head") or ""):match("^[^\r\n]*")
     return line:match("^HTTP/%S+[ \t]+%d+[ \t]*(.-)[ \t]*$") or ""
   end,
   timings = function(self)
     local raw = rawget(self, "_times")
-    if raw == nil then return nil end
-    local dns, connect, tls, ttfb, total = string.unpack("ddddd", raw)
-    return { dns = dns, connect = connect, tls = tls, ttfb = ttfb, total = total }
+    return raw and unpack_timings(raw)
   end,
 }
 
@@ -322,8 +314,8 @@ function Response.__index(self, k)
 end
 
 local function refresh_timings(self)
-  local t = C.transfer_info(self._xfer)
-  for k, v in pairs(t) do self.timings[k] = v end
+  local t, now = self.timings, unpack_timings(C.transfer_info(self._xfer))
+  for k, v in pairs(now) do t[k] = v end
 end
 
 --- Reads the next piece of the body: at most `n` bytes (default: whatever
