@@ -53,11 +53,10 @@ typedef struct proc {
   int64_t exit_status;
   int term_signal;
   int pid;
-  int open;                  /* libuv handles whose close callback is due */
-  unsigned exited : 1;       /* reaped: exit_status and term_signal final */
-  unsigned terminating : 1;  /* terminate() sent SIGTERM */
-  unsigned handles_done : 1; /* both handles closed (or closing) */
-  unsigned ud_gone : 1;      /* nothing in Lua points here any more */
+  int open;                 /* libuv handles whose close callback is due */
+  unsigned exited : 1;      /* reaped: exit_status and term_signal final */
+  unsigned terminating : 1; /* terminate() sent SIGTERM */
+  unsigned ud_gone : 1;     /* nothing in Lua points here any more */
 } proc;
 
 typedef struct proc_ud {
@@ -80,9 +79,8 @@ static void on_handle_closed(uv_handle_t *h) {
 }
 
 static void close_handles(proc *p) {
-  if (p->handles_done)
+  if (uv_is_closing((uv_handle_t *)&p->h)) /* both go together */
     return;
-  p->handles_done = 1;
   uv_close((uv_handle_t *)&p->h, on_handle_closed);
   uv_close((uv_handle_t *)&p->grace, on_handle_closed);
 }
