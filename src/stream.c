@@ -222,7 +222,7 @@ struct stream {
   stream_ud *ud;         /* NULL once Lua closed it (or never had it) */
   stream *next_accepted; /* a listener's connections not handed to Lua */
   lunio_buf rb;          /* received, not yet read */
-  size_t read_hwm, limit, write_hwm;
+  stream_opts opts;
   size_t want; /* unread bytes the parked reader needs to be woken */
   size_t hold; /* unread bytes the current read may need (pauses later) */
   size_t scan; /* read_until: bytes already searched for the separator */
@@ -321,16 +321,10 @@ static void on_stream_closed(uv_handle_t *h) {
   free(s);
 }
 
-static void set_stream_opts(stream *s, const stream_opts *so) {
-  s->limit = so->limit;
-  s->write_hwm = so->write_hwm;
-  s->read_hwm = so->read_hwm;
-}
-
 /* A new stream struct with an initialised handle (registered as a
  * resource); NULL with *rc set on failure. */
 static stream *stream_alloc(lunio_loop *loop, stream_loop *sl, int kind,
-                            int *rc) {
+                            const stream_opts *so, int *rc) {
   stream *s = calloc(1, sizeof *s);
   if (s == NULL) {
     *rc = UV_ENOMEM;
@@ -340,7 +334,7 @@ static stream *stream_alloc(lunio_loop *loop, stream_loop *sl, int kind,
   s->fd = -1;
   s->loop = loop;
   s->sl = sl;
-  set_stream_opts(s, &default_stream_opts);
+  s->opts = *so;
   *rc = kind == K_TCP ? uv_tcp_init(lunio__uv(loop), &s->u.tcp)
                       : uv_pipe_init(lunio__uv(loop), &s->u.pipe, 0);
   if (*rc < 0) {
@@ -355,7 +349,7 @@ static stream *stream_alloc(lunio_loop *loop, stream_loop *sl, int kind,
 }
 
 static size_t read_mark(const stream *s) {
-  return s->hold > s->read_hwm ? s->hold : s->read_hwm;
+  return s->hold > s->opts.read_hwm ? s->hold : s->opts.read_hwm;
 }
 
 static void wake_task(stream *s, lunio_task **slot) {
@@ -372,7 +366,7 @@ static void wake_writers(stream *s) {
   for (i = 0; i < s->nwaiters; i++) {
     waiter w = s->waiters[i];
     int ready = s->ud == NULL || s->write_err != 0 ||
-                (w.what == W_WRITE   ? s->unsent <= s->write_hwm
+                (w.what == W_WRITE   ? s->unsent <= s->opts.write_hwm
                  : w.what == W_DRAIN ? s->unsent == 0
                                      : s->shut_done);
     if (ready)
@@ -553,7 +547,7 @@ static void consume(stream *s, size_t n) {
   s->scan = 0;
   /* The reader caught up: read again (flow control's low-water mark). */
   if (s->started && !s->reading && s->read_err == 0 &&
-      lunio__buf_avail(&s->rb) <= s->read_hwm / 2)
+      lunio__buf_avail(&s->rb) <= s->opts.read_hwm / 2)
     start_reading(s); /* an error shows at the next read */
 }
 
@@ -628,7 +622,7 @@ static int try_read(lua_State *L, stream *s, int mode) {
       hit = memmem(p + s->scan, avail - s->scan, sep, seplen);
     if (hit != NULL) {
       size_t before = (size_t)(hit - p), end = before + seplen;
-      if (before > s->limit)
+      if (before > s->opts.limit)
         goto limit;
       if (mode == R_LINE) {
         size_t len = before > 0 && p[before - 1] == '\r' ? before - 1 : before;
@@ -639,7 +633,7 @@ static int try_read(lua_State *L, stream *s, int mode) {
     }
     /* A separator found later starts at avail - seplen + 1 or beyond. */
     s->scan = avail >= seplen ? avail - seplen + 1 : 0;
-    if (avail >= s->limit + seplen)
+    if (avail >= s->opts.limit + seplen)
       goto limit;
     if (s->read_err == UV_EOF) {
       if (avail == 0) {
@@ -659,14 +653,14 @@ static int try_read(lua_State *L, stream *s, int mode) {
     if (s->read_err != 0)
       return raise_read_error(L, s);
     s->want = avail + 1;
-    s->hold = s->limit + seplen;
+    s->hold = s->opts.limit + seplen;
     return -1;
   limit:
     lunio__error_new(L, "limit",
                      "no separator within the first %d bytes (the stream's "
                      "limit); the data stays unread",
-                     (int)s->limit);
-    lua_pushinteger(L, (lua_Integer)s->limit);
+                     (int)s->opts.limit);
+    lua_pushinteger(L, (lua_Integer)s->opts.limit);
     lua_setfield(L, -2, "limit");
     return lua_error(L);
   }
@@ -892,7 +886,7 @@ static stream *check_writable(lua_State *L, stream_ud *ud) {
 static int write_wait(lua_State *L, stream_ud *ud, int what) {
   stream *s = check_writable(L, ud);
   lunio_task *t;
-  if (what == W_WRITE   ? s->unsent <= s->write_hwm
+  if (what == W_WRITE   ? s->unsent <= s->opts.write_hwm
       : what == W_DRAIN ? s->unsent == 0
                         : s->shut_done) {
     if (what == W_SHUTDOWN && s->shut_status < 0 &&
@@ -950,7 +944,7 @@ static int stream_write(lua_State *L) {
   }
   if ((rc = queue_write(s, p + off, len - off)) < 0)
     return lunio__uv_error_raise(L, rc, "write");
-  if (s->unsent <= s->write_hwm)
+  if (s->unsent <= s->opts.write_hwm)
     return 0;
   lua_settop(L, 1);
   return write_wait(L, ud, W_WRITE);
@@ -1127,18 +1121,16 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-/* Pushes a Stream bound to a new stream of kind; applies the stream
- * options at args o, o+1, o+2 (see check_stream_opts). */
-static stream *new_stream(lua_State *L, lunio_loop *loop, int kind, int o) {
-  stream_opts so = check_stream_opts(L, o);
+/* Pushes a Stream bound to a new stream of kind with options so. */
+static stream *new_stream(lua_State *L, lunio_loop *loop, int kind,
+                          const stream_opts *so) {
   stream_loop *sl = sl_get(L, loop);
   stream_ud *ud = push_stream(L);
   int rc;
-  stream *s = stream_alloc(loop, sl, kind, &rc);
+  stream *s = stream_alloc(loop, sl, kind, so, &rc);
   if (s == NULL)
     lunio__uv_error_raise(L, rc, "cannot create a stream");
   bind_stream(ud, s);
-  set_stream_opts(s, &so);
   return s;
 }
 
@@ -1147,12 +1139,14 @@ static int stream_tcp_connect(lua_State *L) {
   struct sockaddr_storage ss;
   int port = check_port(L, 2, 0);
   lunio_task *t;
+  stream_opts so;
   stream *s;
   int rc;
   check_ip(L, 1, port, &ss);
   t = lunio__check_in_task(L, "open_connection");
   lua_settop(L, 5);
-  s = new_stream(L, t->loop, K_TCP, 3);
+  so = check_stream_opts(L, 3);
+  s = new_stream(L, t->loop, K_TCP, &so);
   rc = uv_tcp_connect(&s->connect, &s->u.tcp, (struct sockaddr *)&ss,
                       on_connect);
   if (rc < 0) {
@@ -1169,9 +1163,11 @@ static int stream_tcp_connect(lua_State *L) {
 static int stream_pipe_connect(lua_State *L) {
   const char *path = check_path(L, 1);
   lunio_task *t = lunio__check_in_task(L, "open_unix_connection");
+  stream_opts so;
   stream *s;
   lua_settop(L, 4);
-  s = new_stream(L, t->loop, K_PIPE, 2);
+  so = check_stream_opts(L, 2);
+  s = new_stream(L, t->loop, K_PIPE, &so);
   uv_pipe_connect(&s->connect, &s->u.pipe, path, on_connect);
   s->connecting = 1;
   lunio__io_begin(s->loop);
@@ -1244,7 +1240,7 @@ static const lunio_resource_ops listener_resource = {"Listener",
 /* Takes the connection libuv accepted into a new stream on the list. */
 static int accept_one(listener *l) {
   int rc;
-  stream *s = stream_alloc(l->loop, l->sl, l->kind, &rc);
+  stream *s = stream_alloc(l->loop, l->sl, l->kind, &l->opts, &rc);
   if (s == NULL)
     return rc;
   rc = uv_accept(&l->u.s, &s->u.s);
@@ -1252,7 +1248,6 @@ static int accept_one(listener *l) {
     stream_lua_close(s, C_NOW);
     return rc;
   }
-  set_stream_opts(s, &l->opts);
   if (s->kind == K_TCP)
     uv_tcp_nodelay(&s->u.tcp, 1);
   if (l->accepted_tail != NULL)
@@ -1895,14 +1890,7 @@ static int stream_open_count(lua_State *L) {
 /* ---- for the process module ---------------------------------------------- */
 
 uv_pipe_t *lunio__stream_new_pipe(lua_State *L, lunio_loop *loop) {
-  stream *s;
-  lua_pushnil(L); /* no options: the defaults */
-  lua_pushnil(L);
-  lua_pushnil(L);
-  s = new_stream(L, loop, K_PIPE, lua_gettop(L) - 2);
-  lua_replace(L, -4);
-  lua_pop(L, 2);
-  return &s->u.pipe;
+  return &new_stream(L, loop, K_PIPE, &default_stream_opts)->u.pipe;
 }
 
 void lunio__stream_close_at(lua_State *L, int idx) {
