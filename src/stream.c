@@ -352,12 +352,13 @@ static size_t read_mark(const stream *s) {
   return s->hold > s->opts.read_hwm ? s->hold : s->opts.read_hwm;
 }
 
-static void wake_task(stream *s, lunio_task **slot) {
+/* Wakes the task parked in *slot, if any, and empties the slot. */
+static void wake_task(lunio_loop *loop, lunio_task **slot) {
   lunio_task *t = *slot;
   if (t == NULL)
     return;
   *slot = NULL;
-  lunio__wake(lunio__loop_state(s->loop), t, 0, 0);
+  lunio__wake(lunio__loop_state(loop), t, 0, 0);
 }
 
 /* Wakes the write-side waiters whose condition holds. */
@@ -419,7 +420,7 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   }
   if (s->reader != NULL &&
       (lunio__buf_avail(&s->rb) >= s->want || s->read_err != 0))
-    wake_task(s, &s->reader);
+    wake_task(s->loop, &s->reader);
 }
 
 static int start_reading(stream *s) {
@@ -445,8 +446,8 @@ static void stream_lua_close(stream *s, int how) {
   }
   stop_reading(s);
   rb_release(s);
-  wake_task(s, &s->reader);
-  wake_task(s, &s->connector);
+  wake_task(s->loop, &s->reader);
+  wake_task(s->loop, &s->connector);
   wake_writers(s);
   s->read_busy = NULL;
   if (how == C_FLUSH && !s->closed &&
@@ -1085,7 +1086,7 @@ static void on_connect(uv_connect_t *req, int status) {
   s->connecting = 0;
   s->connect_status = status;
   lunio__io_end(s->loop);
-  wake_task(s, &s->connector);
+  wake_task(s->loop, &s->connector);
 }
 
 static void connector_on_cancel(lunio_task *t, void *data) {
@@ -1582,11 +1583,7 @@ static void udp_close(udp *u) {
     u->ud = NULL;
     u->sl->nopen--;
   }
-  if (u->reader != NULL) {
-    lunio_task *t = u->reader;
-    u->reader = NULL;
-    lunio__wake(lunio__loop_state(u->loop), t, 0, 0);
-  }
+  wake_task(u->loop, &u->reader);
   u->read_busy = NULL;
   lunio__resource_remove(&u->res);
   uv_close((uv_handle_t *)&u->h, on_udp_closed);
@@ -1640,11 +1637,7 @@ static void on_udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     }
   } else
     return;
-  if (u->reader != NULL) {
-    lunio_task *t = u->reader;
-    u->reader = NULL;
-    lunio__wake(lunio__loop_state(u->loop), t, 0, 0);
-  }
+  wake_task(u->loop, &u->reader);
 }
 
 static udp_ud *to_udp(lua_State *L, int idx) {
