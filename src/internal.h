@@ -602,7 +602,7 @@ void lunio__buf_free(lunio_buf *b, lunio_pool *pool);
 
 /* The default loop of this Lua state (created on first use). */
 lunio_loop *lunio__default_loop(lua_State *L);
-/* The loop new work goes to: the running task's, else the running loop,
+/* The loop new work goes to: the running loop (every running task's),
  * else the default one. */
 lunio_loop *lunio__target_loop(lua_State *L);
 /* The libuv loop behind a lunio loop. */

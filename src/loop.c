@@ -57,11 +57,8 @@ lunio_loop *lunio__default_loop(lua_State *L) {
 }
 
 lunio_loop *lunio__target_loop(lua_State *L) {
-  lunio_task *t = lunio__task_of(L);
-  lunio_loop *loop;
-  if (t != NULL)
-    return t->loop;
-  loop = lunio__running_loop(L);
+  /* (a running task's loop is the running loop) */
+  lunio_loop *loop = lunio__running_loop(L);
   return loop ? loop : lunio__default_loop(L);
 }
 

@@ -33,7 +33,6 @@
 
 #include "internal.h"
 
-static const char running_key = 'R'; /* the running Loop userdata */
 static const char cell_key = 'C';    /* the running-loop cell (see below) */
 static const char state_key = 'S';   /* {handler = global handler} */
 static const char names_key = 'N';   /* task -> name (weak keys) */
@@ -99,29 +98,29 @@ static void arm_timer(lunio_loop *loop);
 
 /* ---- module state -------------------------------------------------- */
 
-/* The running loop is kept twice: as the Loop userdata in the registry,
- * which anchors it, and as a bare pointer in the state's "running cell", a
- * small userdata that the hot functions (sleep, spawn, await) carry as an
- * upvalue. Reading an upvalue costs a few instructions; a registry lookup
- * by address costs about 220, once per await or spawn. Only
- * lunio__set_running_loop writes either, so the two always agree. */
+/* The running loop lives in the state's "running cell": a small userdata
+ * holding the bare pointer, with the Loop userdata as its user value
+ * (which anchors it). The hot functions (sleep, spawn, await) carry the
+ * cell as an upvalue: reading an upvalue costs a few instructions, a
+ * registry lookup by address about 220, once per await or spawn. */
 lunio_loop *lunio__running_loop(lua_State *L) {
-  lunio_loop *loop;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &running_key);
-  loop = lua_touserdata(L, -1);
+  lunio_loop **cell;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &cell_key);
+  cell = lua_touserdata(L, -1);
   lua_pop(L, 1);
-  return loop;
+  return cell != NULL ? *cell : NULL;
 }
 
 void lunio__push_running_loop(lua_State *L) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &running_key);
+  lunio__push_running_cell(L);
+  lua_getiuservalue(L, -1, 1);
+  lua_remove(L, -2);
 }
 
 void lunio__push_running_cell(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cell_key) != LUA_TUSERDATA) {
     lua_pop(L, 1);
-    *(lunio_loop **)lua_newuserdatauv(L, sizeof(lunio_loop *), 0) =
-        lunio__running_loop(L);
+    *(lunio_loop **)lua_newuserdatauv(L, sizeof(lunio_loop *), 1) = NULL;
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &cell_key);
   }
@@ -132,9 +131,10 @@ void lunio__set_running_loop(lua_State *L, lunio_loop *loop, int idx) {
     lua_pushvalue(L, idx);
   else
     lua_pushnil(L);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &running_key);
   lunio__push_running_cell(L);
   *(lunio_loop **)lua_touserdata(L, -1) = loop;
+  lua_insert(L, -2);
+  lua_setiuservalue(L, -2, 1);
   lua_pop(L, 1);
 }
 
