@@ -22,12 +22,7 @@ local function read(path)
   return s
 end
 
-local function mktemp(flag)
-  local p = assert(io.popen("mktemp " .. (flag or "") .. " /tmp/lunio-ex-spec.XXXXXX"))
-  local path = p:read("l")
-  p:close()
-  return path
-end
+local function mktemp(flag) return h.mktemp("lunio-ex-spec", flag) end
 
 -- The reference FNV-1a (32 bits) the example must agree with.
 local function fnv1a(data)

@@ -20,9 +20,7 @@ end
 
 -- A fresh directory, removed (with everything in it) when `<close>`d.
 local function scratch()
-  local p = assert(io.popen("mktemp -d /tmp/lunio-fs-spec.XXXXXX"))
-  local dir = p:read("l")
-  p:close()
+  local dir = h.mktemp("lunio-fs-spec", "-d")
   return dir, setmetatable({}, {
     __close = function() os.execute("rm -rf " .. q(dir)) end,
   })

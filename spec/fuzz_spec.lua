@@ -28,9 +28,7 @@ local read, cwd = h.read_all, h.getcwd
 -- Runs a fuzzer child in a directory of its own (relative paths the
 -- fuzzer makes up land there); on failure, shows what it was doing.
 local function run(script, args, trace)
-  local p = assert(io.popen("mktemp -d /tmp/lunio-fuzz.XXXXXX"))
-  local dir = p:read("l")
-  p:close()
+  local dir = h.mktemp("lunio-fuzz", "-d")
   local lines, code, text = S.child(cwd() .. "/" .. script, args, { timeout = 1800, cwd = dir })
   os.execute("rm -rf " .. S.shell_quote(dir))
   if code ~= 0 then

@@ -206,6 +206,16 @@ function helper.lua_env()
     .. " LUA_CPATH=" .. shell_quote(absolute_path(package.cpath))
 end
 
+---A new temporary path made by mktemp(1): "/tmp/<name>.XXXXXX" filled in;
+---`flag` "-d" makes a directory, "-u" only picks a free name.
+function helper.mktemp(name, flag)
+  local p = assert(io.popen("mktemp " .. (flag or "") .. " /tmp/" .. name .. ".XXXXXX"))
+  local path = p:read("l")
+  p:close()
+  assert(path and path ~= "", "mktemp failed")
+  return path
+end
+
 local function write_temp(text)
   local name = os.tmpname()
   local f = assert(io.open(name, "wb"))

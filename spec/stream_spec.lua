@@ -82,12 +82,7 @@ local function is_socket(path)
   return os.execute("test -S " .. h.shell_quote(path)) == true
 end
 
-local function tmpdir()
-  local p = io.popen("mktemp -d /tmp/lunio-stream.XXXXXX")
-  local d = p:read("l")
-  p:close()
-  return d
-end
+local function tmpdir() return h.mktemp("lunio-stream", "-d") end
 
 describe("lunio streams", function()
   setup(function() lunio.new_loop():close() end)

@@ -44,12 +44,7 @@ local gate = assert(load([[
   end
 ]]))
 
-local function tmpname()
-  local p = io.popen("mktemp -u /tmp/lunio-thread-spec.XXXXXX")
-  local path = p:read("l")
-  p:close()
-  return path
-end
+local function tmpname() return h.mktemp("lunio-thread-spec", "-u") end
 
 local function exists(path)
   local f = io.open(path)
