@@ -10,6 +10,7 @@
 ---   S.settle()                   two full collections
 ---   S.line("label", {k = v})     prints "label k=v ..." (and flushes)
 ---   S.pick(list, only, base)     the named cases to run (see below)
+---   S.crunch(n)                  CPU work for to_thread
 ---   S.child(script, args, opts)  (specs) runs a child lua5.4, echoing its lines
 ---
 --- Every component is a list of named cases, so a new module plugs in by
@@ -140,6 +141,14 @@ function M.format(t)
   table.sort(rest)
   for _, k in ipairs(rest) do add(k) end
   return table.concat(out, " ")
+end
+
+---CPU work for to_thread (a function with no upvalues, as to_thread needs):
+---a checksum of 1..n that the caller can compare with its own.
+function M.crunch(n)
+  local s = 0
+  for i = 1, n do s = s + i % 7 end
+  return s
 end
 
 ---The cases of `list` to run: those named in `only` (a comma-separated

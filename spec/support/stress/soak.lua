@@ -50,11 +50,7 @@ local function worker(name, step, ctx)
   end)
 end
 
-local function crunch(n)
-  local s = 0
-  for i = 1, n do s = s + i % 3 end
-  return s
-end
+local crunch = S.crunch
 
 -- Each workload: `name`, `workers` (how many
 -- run its `step` in a loop), `setup(ctx)` and `teardown(ctx)` around the

@@ -46,12 +46,7 @@ local sleep = lunio.sleep
 local function short() return random() * 0.3 end
 local function long() return 5 + random() * 5 end
 
--- A function with no upvalues, for to_thread.
-local function crunch(n)
-  local s = 0
-  for i = 1, n do s = s + i % 7 end
-  return s
-end
+local crunch = S.crunch
 
 -- Each kind: name, optional `weight` (share of
 -- the tasks, default 1), `setup(ctx)` (shared objects, once per storm),
